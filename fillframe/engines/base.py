@@ -1,0 +1,90 @@
+"""The engine contract and the registry that picks an engine by name.
+
+Engines only ever fill a masked canvas: outpainting is geometry done before the engine
+(`imaging/canvas.py`). Pixels outside the mask must come back bit-identical.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from fillframe.settings import Settings
+
+ProgressFn = Callable[[int], None]
+CancelledFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class FillJob:
+    """One fill request as an engine sees it.
+
+    rgb:  HxWx3 uint8 RGB canvas (already the output size).
+    mask: HxW uint8, 255 = repaint, 0 = keep (binary).
+    """
+
+    rgb: np.ndarray
+    mask: np.ndarray
+    prompt: str
+    seed: int
+    steps: int = 50
+    guidance: float = 3.0
+    safety_tolerance: int = 2
+    prompt_upsampling: bool = False
+    output_format: str = "jpg"
+
+
+@dataclass
+class FillOutput:
+    """rgb: HxWx3 uint8 RGB, same size as the job's canvas. `notes` are engine facts kept on the job."""
+
+    rgb: np.ndarray
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Base class: `load` once per worker process, then `fill` per job (from a worker thread).
+
+    `progress(percent)` may be called from the filling thread; `cancelled()` should be polled
+    between steps, and the engine raises `fillframe.errors.Cancelled` when it turns true.
+    """
+
+    name: ClassVar[str] = "base"
+    uses_prompt: ClassVar[bool] = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def load(self) -> None:
+        """Load weights or check libraries; raise a clear RuntimeError when the engine cannot run."""
+
+    def fill(self, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> FillOutput:
+        raise NotImplementedError
+
+
+# Lazy: importing an engine module may import heavy libraries (torch), so only the chosen one is.
+ENGINES: dict[str, str] = {
+    "classic": "fillframe.engines.classic:ClassicEngine",
+}
+
+
+def engine_class(name: str) -> type[Engine]:
+    """Resolve a registry name, or a `package.module:Class` path for custom engines."""
+    target = ENGINES.get(name, name)
+    module_name, sep, class_name = target.partition(":")
+    if not sep:
+        known = ", ".join(sorted(ENGINES))
+        raise ValueError(f"Unknown engine {name!r}: use one of {known} or 'package.module:Class'.")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise ValueError(f"{target} is not a fillframe Engine subclass.")
+    return cls
+
+
+def create_engine(settings: Settings) -> Engine:
+    return engine_class(settings.engine)(settings)
