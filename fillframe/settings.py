@@ -8,8 +8,9 @@ from __future__ import annotations
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +41,30 @@ class Settings(BaseSettings):
     lease_seconds: float = 60.0
     max_attempts: int = 3
     poll_seconds: float = 1.0
+    job_timeout_seconds: float = 900.0
+    shutdown_grace_seconds: float = 30.0
+    model_costs: dict[str, int] = Field(default_factory=lambda: {"flux-fill-pro": 9})
+
+    # flux engine (optional extra `fillframe[flux]`): FLUX.1 Fill [dev] through diffusers, offline.
+    flux_model: Path | None = Field(
+        default=None, description="Local FLUX.1-Fill-dev snapshot in diffusers layout."
+    )
+    flux_transformer_file: Path | None = Field(
+        default=None, description="Optional single-file transformer; configs come from FLUX_MODEL."
+    )
+    flux_device: str = Field(default="auto", description="auto | cuda | cuda:N | cpu")
+    flux_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    flux_cpu_offload: bool = False
+    flux_compile: bool = False
+    flux_fp8: bool = False
+    flux_guidance_factor: float = Field(default=10.0, gt=0)
+
+    # bfl engine: Black Forest Labs' hosted FLUX.1 Fill [pro] with the operator's key.
+    bfl_api_key: SecretStr | None = None  # SecretStr: never shown in a repr or a log
+    bfl_base_url: str = "https://api.bfl.ai"
+    bfl_guidance_factor: float = Field(default=20.0, gt=0)
+    bfl_poll_seconds: float = Field(default=1.0, gt=0)
+    bfl_timeout_seconds: float = Field(default=600.0, gt=0)
 
     @cached_property
     def sqlite_path(self) -> Path:

@@ -1,0 +1,3 @@
+from fillframe.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""Typed dependencies: each handler's signature says what it needs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from fillframe.accounts import AuthError, Caller, authenticate
+from fillframe.api.errors import ApiError
+from fillframe.db import Database
+from fillframe.settings import Settings
+from fillframe.storage import BlobStore
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_store(request: Request) -> BlobStore:
+    return request.app.state.store
+
+
+def base_url(request: Request) -> str:
+    """Where links in responses point: PUBLIC_URL, else the host the caller used."""
+    settings: Settings = request.app.state.settings
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+async def require_caller(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(description="Your afk_ key.")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Caller:
+    key = x_api_key
+    if not key and authorization and authorization.lower().startswith("bearer "):
+        key = authorization[7:].strip()
+    try:
+        return await authenticate(request.app.state.db, key)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.message) from None
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
+StoreDep = Annotated[BlobStore, Depends(get_store)]
+BaseUrlDep = Annotated[str, Depends(base_url)]
+CallerDep = Annotated[Caller, Depends(require_caller)]

@@ -1,0 +1,42 @@
+"""GET /v2/files/{id}.{ext}: signed, expiring links to outputs (no API key needed)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Response
+
+from fillframe.api.deps import DbDep, SettingsDep, StoreDep
+from fillframe.api.errors import ApiError
+from fillframe.db import files
+from fillframe.storage import check_signature
+
+router = APIRouter(tags=["files"])
+
+
+@router.get(
+    "/v2/files/{name}",
+    summary="Download a result through its signed URL",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
+)
+async def download(
+    name: str, expires: int, sig: str, db: DbDep, store: StoreDep, settings: SettingsDep
+) -> Response:
+    file_id = name.rsplit(".", 1)[0]
+    problem = check_signature(settings.signing_secret(), file_id, expires, sig)
+    if problem == "invalid":
+        raise ApiError(403, "This file link is not valid; take the URL from the job again.")
+    if problem == "expired":
+        raise ApiError(410, "This file link has expired.")
+    async with db.read() as conn:
+        row = (await conn.execute(sa.select(files).where(files.c.id == file_id))).mappings().first()
+    if row is None:
+        raise ApiError(404, "File not found.")
+    if row["deleted"]:
+        raise ApiError(410, "This file was deleted after the retention period.")
+    data = await store.get(row["storage_key"])
+    return Response(
+        data,
+        media_type=row["content_type"],
+        headers={"Cache-Control": "private, max-age=3600"},
+    )

@@ -1,0 +1,91 @@
+"""GET /v2/jobs/{id}, GET /v2/jobs (cursor list) and POST /v2/jobs/{id}/cancel."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from fillframe.api.deps import BaseUrlDep, CallerDep, DbDep, SettingsDep
+from fillframe.api.errors import ApiError
+from fillframe.contract import ErrorBody, JobList, JobStatus, JobView
+from fillframe.jobs import service
+from fillframe.jobs.store import decode_cursor, get_job, job_view, list_jobs
+
+router = APIRouter(tags=["jobs"])
+
+NOT_FOUND = "Job not found."
+
+
+def parse_job_id(job_id: str) -> str:
+    try:
+        return str(uuid.UUID(job_id))
+    except ValueError:
+        raise ApiError(400, f"{job_id[:64]!r} is not a job id: job ids are UUIDs.") from None
+
+
+@router.get(
+    "/v2/jobs/{job_id}",
+    response_model=JobView,
+    responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+    summary="Get a job",
+)
+async def get_one(job_id: str, caller: CallerDep, db: DbDep, settings: SettingsDep, base: BaseUrlDep) -> dict:
+    async with db.read() as conn:
+        row = await get_job(conn, parse_job_id(job_id), caller.account_id)
+    if row is None:
+        raise ApiError(404, NOT_FOUND)
+    return job_view(row, base, settings.signing_secret())
+
+
+@router.get(
+    "/v2/jobs",
+    response_model=JobList,
+    responses={400: {"model": ErrorBody}},
+    summary="List your jobs, newest first",
+)
+async def get_many(
+    caller: CallerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    base: BaseUrlDep,
+    status: JobStatus | None = None,
+    model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> dict:
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except ValueError as exc:
+        raise ApiError(400, f"Invalid request: {exc}.", details={"cursor": [str(exc)]}) from None
+    async with db.read() as conn:
+        rows, next_cursor = await list_jobs(
+            conn, caller.account_id, limit=limit, status=status, model=model, cursor=after
+        )
+    secret = settings.signing_secret()
+    return {
+        "jobs": [job_view(r, base, secret) for r in rows],
+        "nextCursor": next_cursor,
+        "hasMore": next_cursor is not None,
+    }
+
+
+@router.post(
+    "/v2/jobs/{job_id}/cancel",
+    response_model=JobView,
+    responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    summary="Cancel a queued or running job (credits are refunded)",
+)
+async def cancel(job_id: str, caller: CallerDep, db: DbDep, settings: SettingsDep, base: BaseUrlDep) -> dict:
+    job_id = parse_job_id(job_id)
+    try:
+        status = await service.cancel(db, job_id, caller.account_id)
+    except service.NotCancellable as exc:
+        raise ApiError(409, str(exc), extra={"status": exc.status}) from None
+    if status is None:
+        raise ApiError(404, NOT_FOUND)
+    async with db.read() as conn:
+        row = await get_job(conn, job_id, caller.account_id)
+    assert row is not None
+    return job_view(row, base, settings.signing_secret())

@@ -1,0 +1,185 @@
+"""The wire contract as pydantic models: what comes in (strict, no unknown keys) and what goes out.
+
+See ../shared/CONTRACT.md. Fields keep the wire's camelCase names so the OpenAPI document reads
+like the contract.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MODELS: dict[str, dict[str, Any]] = {
+    "flux-fill-pro": {
+        "name": "Flux Fill Pro",
+        "provider": "Black Forest Labs",
+        "modality": "image",
+        "endpoint": "/v2/images/edit",
+        "paramsKey": "fluxFillParams",
+        "description": "Inpaint with a mask or outpaint to extend the canvas.",
+    }
+}
+OUTPAINT_PRESETS = (
+    "Zoom out 1.5x",
+    "Zoom out 2x",
+    "Make square",
+    "Left outpaint",
+    "Right outpaint",
+    "Top outpaint",
+    "Bottom outpaint",
+)
+OutpaintPreset = Literal[
+    "Zoom out 1.5x",
+    "Zoom out 2x",
+    "Make square",
+    "Left outpaint",
+    "Right outpaint",
+    "Top outpaint",
+    "Bottom outpaint",
+]
+WebhookEvent = Literal["progress", "completed", "failed"]
+JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+MAX_SEED = 2**32 - 1
+MAX_URL_LENGTH = 2048
+
+_DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+_HTTP_URL = re.compile(r"^https?://[^\s/?#]+([/?#]\S*)?$", re.IGNORECASE)
+
+
+def source_kind(value: str) -> Literal["data", "url"]:
+    """Classify an image/mask source string, or raise ValueError with the accepted forms."""
+    if _DATA_URI.match(value):
+        return "data"
+    if len(value) <= MAX_URL_LENGTH and _HTTP_URL.match(value):
+        return "url"
+    raise ValueError(
+        "must be an http(s) URL (at most 2048 characters), an upload URL, or a data:image/...;base64, URI"
+    )
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class FluxFillParams(_Strict):
+    image: str = Field(description="Source image: http(s) URL, upload URL or data:image URI.")
+    prompt: str | None = Field(default=None, min_length=1, max_length=2000)
+    mode: Literal["inpaint", "outpaint"] = "inpaint"
+    mask: str | None = Field(default=None, description="White = repaint, black = keep.")
+    outpaint: OutpaintPreset = "Zoom out 1.5x"
+    steps: int = Field(default=50, ge=1, le=50)
+    guidance: float = Field(default=3.0, ge=2, le=5)
+    safety_tolerance: int = Field(default=2, ge=1, le=6)
+    output_format: Literal["jpg", "png"] = "jpg"
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    prompt_upsampling: bool = False
+
+    @field_validator("image", "mask")
+    @classmethod
+    def _source_form(cls, value: str | None) -> str | None:
+        if value is not None:
+            source_kind(value)
+        return value
+
+    @model_validator(mode="after")
+    def _mode_rules(self) -> FluxFillParams:
+        if self.mode == "inpaint" and not self.mask:
+            raise ValueError("mask is required when mode is 'inpaint' (white = repaint)")
+        return self
+
+
+class EditRequest(_Strict):
+    model: str
+    fluxFillParams: FluxFillParams
+    prompt: str | None = Field(default=None, min_length=1, max_length=2000)
+    webhookUrl: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
+    webhook_url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
+    webhookEvents: list[WebhookEvent] | None = Field(default=None, min_length=1)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"must be a known model: {', '.join(MODELS)} (got {value!r})")
+        return value
+
+    @field_validator("webhookUrl", "webhook_url")
+    @classmethod
+    def _webhook_form(cls, value: str | None) -> str | None:
+        if value is not None and not _HTTP_URL.match(value):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> EditRequest:
+        params_prompt = self.fluxFillParams.prompt
+        if not (params_prompt and params_prompt.strip()) and not self.prompt:
+            raise ValueError("a prompt is required: set 'prompt' or 'fluxFillParams.prompt'")
+        if self.webhookUrl and self.webhook_url and self.webhookUrl != self.webhook_url:
+            raise ValueError("webhookUrl and webhook_url differ; send one of them")
+        if self.webhookEvents is not None and len(set(self.webhookEvents)) != len(self.webhookEvents):
+            raise ValueError("webhookEvents must not repeat an event")
+        return self
+
+    @property
+    def effective_prompt(self) -> str:
+        return self.fluxFillParams.prompt or self.prompt or ""
+
+    @property
+    def effective_webhook_url(self) -> str | None:
+        return self.webhookUrl or self.webhook_url
+
+    @property
+    def effective_webhook_events(self) -> list[str]:
+        return list(self.webhookEvents or ["completed", "failed"])
+
+
+class SubmitResponse(BaseModel):
+    jobId: str
+    status: JobStatus
+
+
+class JobResult(BaseModel):
+    images: list[str]
+
+
+class JobView(BaseModel):
+    id: str
+    status: JobStatus
+    model: str
+    progress: int = Field(ge=0, le=100)
+    result: JobResult | None
+    error: str | None
+    errorCode: str | None
+    creditCost: int
+    webhookStatus: Literal["pending", "delivered", "failed"] | None
+    createdAt: str
+    startedAt: str | None
+    completedAt: str | None
+    expired: bool
+    seed: int
+    input: dict[str, Any]
+    engine: dict[str, Any] | None = Field(
+        default=None, description="Facts the engine recorded, e.g. the pipeline guidance used."
+    )
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    nextCursor: str | None
+    hasMore: bool
+
+
+class ErrorBody(BaseModel):
+    error: str
+    details: dict[str, list[str]] | None = None

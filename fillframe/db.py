@@ -1,0 +1,183 @@
+"""Tables and the database engine: SQLite (WAL) by default, PostgreSQL at scale.
+
+SQLAlchemy Core rather than the ORM: the queue's claim and the status transitions are single
+statements whose exact SQL matters, and Core keeps them visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+metadata = sa.MetaData()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python; naive UTC in SQLite, `timestamptz` in PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("unlimited", sa.Boolean, nullable=False, default=False),
+    # Always equal to the sum of this account's ledger rows; kept here so a hold is one UPDATE.
+    sa.Column("credits", sa.BigInteger, nullable=False, default=0),
+    sa.Column("plan", sa.String(40), nullable=False, default="self-hosted"),
+    sa.Column("max_concurrent_jobs", sa.Integer, nullable=False, default=4),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("rate_limit_per_minute", sa.Integer, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("api_key_id", sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("progress", sa.Integer, nullable=False, default=0),
+    sa.Column("request", sa.JSON, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("notes", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("error_code", sa.String(40), nullable=True),
+    sa.Column("credit_cost", sa.Integer, nullable=False, default=0),
+    sa.Column("webhook_url", sa.Text, nullable=True),
+    sa.Column("webhook_events", sa.JSON, nullable=True),
+    sa.Column("webhook_status", sa.String(16), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False, default=3),
+    sa.Column("worker_id", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("expired", sa.Boolean, nullable=False, default=False),
+    sa.Column("run_after", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("completed_at", UTCDateTime, nullable=True),
+    sa.Index("ix_jobs_queue", "status", "run_after", "created_at"),
+    sa.Index("ix_jobs_account_created", "account_id", "created_at", "id"),
+    sa.Index("ix_jobs_account_status", "account_id", "status"),
+    sa.Index("ix_jobs_lease", "status", "lease_expires_at"),
+)
+
+credit_ledger = sa.Table(
+    "credit_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("job_id", sa.String(36), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # grant | hold | capture | refund
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # A job's hold, capture and refund each happen at most once, whatever races.
+    sa.UniqueConstraint("job_id", "kind", name="uq_ledger_job_kind"),
+)
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=True, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # "output" | "upload"
+    sa.Column("storage_key", sa.String(300), nullable=False),
+    sa.Column("content_type", sa.String(64), nullable=False),
+    sa.Column("byte_size", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level so SQLAlchemy's "begin" hook below decides how to begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # Writers take the write lock up front: a deferred transaction that reads and then writes can
+    # fail with SQLITE_BUSY without waiting, while BEGIN IMMEDIATE waits on busy_timeout.
+    mode = "IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, pool_size=8, max_overflow=8)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class Database:
+    """The engine plus two ways in: `read()` for queries, `write()` for a transaction that writes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self.is_sqlite = url.startswith("sqlite")
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(sqlite_write=True)
+            async with conn.begin():
+                yield conn
+
+    async def close(self) -> None:
+        await self.engine.dispose()

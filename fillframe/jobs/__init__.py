@@ -1,0 +1,1 @@
+"""Durable jobs: store (rows, views), queue (claim, lease), service (transitions), worker."""

@@ -1,0 +1,133 @@
+"""The durable queue: claim with a lease, heartbeat, and requeue jobs whose worker vanished.
+
+Claim is one UPDATE ... WHERE id = (SELECT ... LIMIT 1) ... RETURNING statement. SQLite runs
+it under BEGIN IMMEDIATE (one writer at a time); PostgreSQL adds FOR UPDATE SKIP LOCKED. Per-account
+concurrency limits are applied here, at claim time, so extra jobs wait QUEUED instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from fillframe.db import Database, accounts, jobs, utcnow
+
+# Serialises claims on PostgreSQL so the per-account concurrency count cannot race.
+_PG_CLAIM_LOCK = 7_300_418
+
+
+class Notifier:
+    """Wakes idle workers in this process when a job is queued (a slow poll covers other processes)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+
+def _claimable(now: Any) -> sa.Select[Any]:
+    running = (
+        sa.select(sa.func.count())
+        .select_from(jobs.alias("running"))
+        .where(
+            sa.literal_column("running.account_id") == jobs.c.account_id,
+            sa.literal_column("running.status") == "PROCESSING",
+        )
+        .scalar_subquery()
+    )
+    limit = (
+        sa.select(accounts.c.max_concurrent_jobs).where(accounts.c.id == jobs.c.account_id).scalar_subquery()
+    )
+    return (
+        sa.select(jobs.c.id)
+        .where(jobs.c.status == "QUEUED", jobs.c.run_after <= now, running < limit)
+        .order_by(jobs.c.created_at)
+        .limit(1)
+    )
+
+
+async def claim(db: Database, worker_id: str, lease_seconds: float) -> dict[str, Any] | None:
+    """Take the oldest runnable job, mark it PROCESSING under a lease, and return its row."""
+    now = utcnow()
+    candidate = _claimable(now)
+    if not db.is_sqlite:
+        candidate = candidate.with_for_update(skip_locked=True)
+    stmt = (
+        jobs.update()
+        .where(jobs.c.id == candidate.scalar_subquery(), jobs.c.status == "QUEUED")
+        .values(
+            status="PROCESSING",
+            worker_id=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=jobs.c.attempts + 1,
+            started_at=sa.func.coalesce(jobs.c.started_at, now),
+        )
+        .returning(*jobs.c)
+    )
+    async with db.write() as conn:
+        if not db.is_sqlite:
+            await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_CLAIM_LOCK})"))
+        row = (await conn.execute(stmt)).mappings().first()
+    return dict(row) if row else None
+
+
+async def heartbeat(
+    db: Database, job_id: str, worker_id: str, lease_seconds: float, progress: int
+) -> bool | None:
+    """Extend the lease and store progress. Returns cancel_requested, or None if the lease was lost."""
+    stmt = (
+        jobs.update()
+        .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "PROCESSING")
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds), progress=progress)
+        .returning(jobs.c.cancel_requested)
+    )
+    async with db.write() as conn:
+        value = (await conn.execute(stmt)).scalar()
+    return None if value is None else bool(value)
+
+
+async def cancel_requested(db: Database, job_id: str) -> bool:
+    async with db.read() as conn:
+        return bool(await conn.scalar(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)))
+
+
+async def requeue_expired(db: Database) -> list[str]:
+    """Put jobs whose lease ran out back in the queue; return the ids that ran out of attempts."""
+    now = utcnow()
+    expired = (jobs.c.status == "PROCESSING") & (jobs.c.lease_expires_at < now)
+    async with db.write() as conn:
+        await conn.execute(
+            jobs.update()
+            .where(expired, jobs.c.attempts < jobs.c.max_attempts, jobs.c.cancel_requested.is_(False))
+            .values(status="QUEUED", worker_id=None, lease_expires_at=None, run_after=now, progress=0)
+        )
+        exhausted = await conn.execute(sa.select(jobs.c.id).where(expired))
+        return [r.id for r in exhausted]
+
+
+async def release(db: Database, job_id: str, worker_id: str) -> bool:
+    """Give a claimed job back at once (shutdown): QUEUED again, this attempt not counted."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "PROCESSING")
+            .values(
+                status="QUEUED",
+                worker_id=None,
+                lease_expires_at=None,
+                run_after=utcnow(),
+                progress=0,
+                attempts=jobs.c.attempts - 1,
+            )
+        )
+    return result.rowcount == 1

@@ -1,0 +1,207 @@
+"""Job transitions: submit, finish and cancel. The only code that changes a job's status.
+
+Each transition is one transaction that also moves the credits (and queues the webhook), so a
+status can never change without its side effects, nor they without it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fillframe import billing
+from fillframe.accounts import Caller
+from fillframe.contract import TERMINAL, EditRequest
+from fillframe.db import Database, files, jobs, utcnow
+from fillframe.jobs.store import get_job
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An output already written to the blob store, waiting for its row."""
+
+    id: str
+    storage_key: str
+    ext: str
+    content_type: str
+    byte_size: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: COMPLETED with files, or FAILED / CANCELLED with a code and a sentence."""
+
+    status: str
+    files: list[StoredFile] = field(default_factory=list)
+    error: str | None = None
+    error_code: str | None = None
+    notes: dict[str, Any] | None = None
+
+    @classmethod
+    def completed(cls, stored: list[StoredFile], notes: dict[str, Any] | None = None) -> Outcome:
+        return cls("COMPLETED", files=stored, notes=notes or None)
+
+    @classmethod
+    def failed(cls, code: str, message: str) -> Outcome:
+        status = "CANCELLED" if code == "cancelled" else "FAILED"
+        return cls(status, error=message, error_code=code)
+
+
+async def submit(
+    db: Database, caller: Caller, req: EditRequest, *, cost: int, max_attempts: int
+) -> dict[str, Any]:
+    """Hold the credits and insert the QUEUED job in one transaction. Raises InsufficientCredits."""
+    params = req.fluxFillParams
+    now = utcnow()
+    row = {
+        "id": str(uuid.uuid4()),
+        "account_id": caller.account_id,
+        "api_key_id": caller.key_id,
+        "model": req.model,
+        "status": "QUEUED",
+        "progress": 0,
+        "request": req.model_dump(mode="json", exclude_none=True),
+        "seed": params.seed if params.seed is not None else secrets.randbelow(2**32),
+        "credit_cost": cost,
+        "webhook_url": req.effective_webhook_url,
+        "webhook_events": req.effective_webhook_events,
+        "webhook_status": None,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "cancel_requested": False,
+        "expired": False,
+        "run_after": now,
+        "created_at": now,
+    }
+    async with db.write() as conn:
+        await billing.hold(conn, caller.account_id, row["id"], cost)
+        await conn.execute(jobs.insert().values(**row))
+    return row
+
+
+async def _settle(conn: AsyncConnection, job_id: str, status: str) -> None:
+    """Credits follow the status: captured on success, refunded otherwise."""
+    if status == "COMPLETED":
+        await billing.capture(conn, job_id)
+    else:
+        await billing.refund(conn, job_id)
+
+
+async def finish(
+    db: Database, job_id: str, outcome: Outcome, *, worker_id: str | None, retention: timedelta
+) -> bool:
+    """End a PROCESSING job. With `worker_id`, only while that worker still holds the lease.
+
+    Returns False (changing nothing) when the job is no longer this worker's to finish: a lease
+    that ran out and was claimed again must not be finished twice.
+    """
+    now = utcnow()
+    expires = now + retention
+    result = None
+    if outcome.files:
+        result = {
+            "files": [{"id": f.id, "ext": f.ext, "expires": int(expires.timestamp())} for f in outcome.files]
+        }
+    condition = [jobs.c.id == job_id, jobs.c.status == "PROCESSING"]
+    if worker_id is not None:
+        condition.append(jobs.c.worker_id == worker_id)
+    async with db.write() as conn:
+        changed = await conn.execute(
+            jobs.update()
+            .where(*condition)
+            .values(
+                status=outcome.status,
+                progress=100 if outcome.status == "COMPLETED" else jobs.c.progress,
+                result=result,
+                notes=outcome.notes,
+                error=outcome.error,
+                error_code=outcome.error_code,
+                completed_at=now,
+                worker_id=None,
+                lease_expires_at=None,
+            )
+            .returning(jobs.c.account_id)
+        )
+        account_id = changed.scalar()
+        if account_id is None:
+            return False
+        for f in outcome.files:
+            await conn.execute(
+                files.insert().values(
+                    id=f.id,
+                    account_id=account_id,
+                    job_id=job_id,
+                    kind="output",
+                    storage_key=f.storage_key,
+                    content_type=f.content_type,
+                    byte_size=f.byte_size,
+                    created_at=now,
+                    expires_at=expires,
+                    deleted=False,
+                )
+            )
+        await _settle(conn, job_id, outcome.status)
+    return True
+
+
+async def finish_abandoned(db: Database, job_id: str, retention: timedelta) -> bool:
+    """A job whose worker vanished once too often (or was being cancelled) ends here."""
+    async with db.read() as conn:
+        row = await get_job(conn, job_id)
+    if row is None:
+        return False
+    if row["cancel_requested"]:
+        outcome = Outcome.failed("cancelled", "The job was cancelled.")
+    else:
+        outcome = Outcome.failed(
+            "engine_error",
+            f"The worker running this job stopped {row['attempts']} times; giving up. Try again.",
+        )
+    return await finish(db, job_id, outcome, worker_id=None, retention=retention)
+
+
+class NotCancellable(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"The job is already {status} and cannot be cancelled.")
+        self.status = status
+
+
+async def cancel(db: Database, job_id: str, account_id: str) -> str | None:
+    """Cancel a job of this account. Returns its status after the call, or None if not found.
+
+    A QUEUED job is CANCELLED at once; a PROCESSING one is flagged, and its worker stops at the
+    next step. Raises NotCancellable for a finished job.
+    """
+    now = utcnow()
+    async with db.write() as conn:
+        row = (
+            await conn.execute(
+                sa.select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.account_id == account_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.status in TERMINAL:
+            raise NotCancellable(row.status)
+        if row.status == "QUEUED":
+            await conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(
+                    status="CANCELLED",
+                    cancel_requested=True,
+                    error="The job was cancelled.",
+                    error_code="cancelled",
+                    completed_at=now,
+                )
+            )
+            await _settle(conn, job_id, "CANCELLED")
+            return "CANCELLED"
+        await conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True))
+        return "PROCESSING"

@@ -1,0 +1,115 @@
+"""Job rows: reading them, listing them by cursor, and turning a row into the wire's job object."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fillframe.db import jobs
+from fillframe.storage import signed_path
+
+_DATA_PREVIEW = 48
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+async def get_job(conn: AsyncConnection, job_id: str, account_id: str | None = None) -> dict[str, Any] | None:
+    query = sa.select(jobs).where(jobs.c.id == job_id)
+    if account_id is not None:
+        query = query.where(jobs.c.account_id == account_id)
+    row = (await conn.execute(query)).mappings().first()
+    return dict(row) if row else None
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{job_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raise ValueError on anything that is not a cursor we issued."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("cursor is not one this API returned") from exc
+
+
+async def list_jobs(
+    conn: AsyncConnection,
+    account_id: str,
+    *,
+    limit: int,
+    status: str | None = None,
+    model: str | None = None,
+    cursor: tuple[datetime, str] | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first; returns (rows, next cursor or None)."""
+    query = sa.select(jobs).where(jobs.c.account_id == account_id)
+    if status:
+        query = query.where(jobs.c.status == status)
+    if model:
+        query = query.where(jobs.c.model == model)
+    if cursor:
+        created_at, job_id = cursor
+        query = query.where(
+            sa.or_(
+                jobs.c.created_at < created_at,
+                sa.and_(jobs.c.created_at == created_at, jobs.c.id < job_id),
+            )
+        )
+    query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+    rows = [dict(r) for r in (await conn.execute(query)).mappings()]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return rows, next_cursor
+
+
+def _shorten_sources(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Data URIs can be megabytes: the job echoes their head and size, URLs stay as given."""
+    shown = dict(params)
+    for field in ("image", "mask"):
+        value = shown.get(field)
+        if isinstance(value, str) and value.startswith("data:") and len(value) > _DATA_PREVIEW:
+            shown[field] = f"{value[:_DATA_PREVIEW]}... ({len(value)} characters)"
+    return shown
+
+
+def job_view(row: Mapping[str, Any], base_url: str, secret: bytes) -> dict[str, Any]:
+    """The contract's job object for one row. `base_url` has no trailing slash."""
+    request = dict(row["request"])
+    request["fluxFillParams"] = _shorten_sources(request["fluxFillParams"])
+    result = None
+    if row["result"] and not row["expired"]:
+        images = [
+            base_url + signed_path(secret, f["id"], f["ext"], f["expires"]) for f in row["result"]["files"]
+        ]
+        result = {"images": images}
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "model": row["model"],
+        "progress": row["progress"],
+        "result": result,
+        "error": row["error"],
+        "errorCode": row["error_code"],
+        "creditCost": row["credit_cost"],
+        "webhookStatus": row["webhook_status"],
+        "createdAt": iso(row["created_at"]),
+        "startedAt": iso(row["started_at"]),
+        "completedAt": iso(row["completed_at"]),
+        "expired": row["expired"],
+        "seed": row["seed"],
+        "input": request,
+        "engine": row["notes"],
+    }

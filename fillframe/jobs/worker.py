@@ -1,0 +1,256 @@
+"""The worker loop: claim -> load inputs -> engine.fill (in a thread) -> store output -> finish.
+
+A worker holds each claimed job under a lease that a watcher task renews while the engine runs;
+the same watcher stores progress and notices cancel requests. If the process dies, the lease runs
+out and any other worker's sweeper puts the job back in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+from fillframe.db import Database
+from fillframe.engines.base import Engine, FillJob, FillOutput
+from fillframe.errors import Cancelled, FillError, InvalidInput, TimedOut
+from fillframe.imaging.canvas import build_canvas, plan_outpaint
+from fillframe.imaging.decode import decode_image, decode_mask
+from fillframe.imaging.encode import encode_image
+from fillframe.imaging.fetch import load_source
+from fillframe.imaging.masks import check_same_size
+from fillframe.jobs import queue, service
+from fillframe.jobs.queue import Notifier
+from fillframe.jobs.service import Outcome, StoredFile
+from fillframe.settings import Settings
+from fillframe.storage import EXTENSION_TYPES, BlobStore
+
+log = logging.getLogger(__name__)
+
+_WATCH_SECONDS = 0.25
+
+
+@dataclass
+class RunState:
+    """Shared between the event loop and the engine's thread."""
+
+    progress: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""  # "cancel" | "shutdown" | "lost" | "timeout" once `stop` is set
+
+    def set_progress(self, percent: int) -> None:
+        self.progress = max(self.progress, min(99, int(percent)))
+
+    def halt(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.reason = reason
+            self.stop.set()
+
+
+async def prepare(row: dict[str, Any], settings: Settings) -> FillJob:
+    """Fetch and decode the job's inputs into the canvas and mask an engine fills."""
+    request = row["request"]
+    params = request["fluxFillParams"]
+    image_bytes = await load_source(params["image"], settings)
+    rgb = await asyncio.to_thread(decode_image, image_bytes, max_pixels=settings.max_pixels)
+    if params.get("mode", "inpaint") == "outpaint":
+        height, width = rgb.shape[:2]
+        plan = plan_outpaint(
+            width, height, params.get("outpaint", "Zoom out 1.5x"), settings.max_output_pixels
+        )
+        canvas, mask = await asyncio.to_thread(build_canvas, rgb, plan)
+    else:
+        mask_bytes = await load_source(params["mask"], settings)
+        mask = await asyncio.to_thread(decode_mask, mask_bytes, max_pixels=settings.max_pixels)
+        check_same_size(rgb, mask)
+        canvas = rgb
+    return FillJob(
+        rgb=canvas,
+        mask=mask,
+        prompt=params.get("prompt") or request.get("prompt") or "",
+        seed=int(row["seed"]),
+        steps=params.get("steps", 50),
+        guidance=params.get("guidance", 3.0),
+        safety_tolerance=params.get("safety_tolerance", 2),
+        prompt_upsampling=params.get("prompt_upsampling", False),
+        output_format=params.get("output_format", "jpg"),
+    )
+
+
+def check_output(job: FillJob, out: FillOutput) -> np.ndarray:
+    """Engines must return the canvas size; pixels outside the mask are restored bit-identically."""
+    rgb = out.rgb
+    if rgb.shape != job.rgb.shape or rgb.dtype != np.uint8:
+        raise FillError(f"The engine returned an image of shape {rgb.shape}, expected {job.rgb.shape}.")
+    keep = job.mask < 128
+    if np.array_equal(rgb[keep], job.rgb[keep]):
+        return rgb
+    fixed = rgb.copy()
+    fixed[keep] = job.rgb[keep]
+    return fixed
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        store: BlobStore,
+        engine: Engine,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.engine = engine
+        self.notifier = notifier or Notifier()
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.running: dict[str, RunState] = {}
+        self.retention = timedelta(days=settings.retention_days)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run `worker_concurrency` claim loops and a lease sweeper until `stop` is set."""
+        tasks = [asyncio.create_task(self._loop(stop)) for _ in range(self.settings.worker_concurrency)]
+        tasks.append(asyncio.create_task(self._sweep(stop)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def shutdown_running(self) -> None:
+        """Ask running engines to stop so their jobs can be released (grace period over)."""
+        for state in self.running.values():
+            state.halt("shutdown")
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        waiter = asyncio.ensure_future(self.notifier.wait(self.settings.poll_seconds))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                row = await queue.claim(self.db, self.id, self.settings.lease_seconds)
+            except Exception:
+                log.exception("claim failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            if row is None:
+                await self._idle(stop)
+                continue
+            try:
+                await self.run_job(row)
+            except Exception:
+                # The job keeps its lease and is retried after it runs out; the loop lives on.
+                log.exception("job %s could not be finished", row["id"])
+                await asyncio.sleep(1.0)
+
+    async def _sweep(self, stop: asyncio.Event) -> None:
+        interval = max(0.5, min(10.0, self.settings.lease_seconds / 4))
+        while not stop.is_set():
+            try:
+                for job_id in await queue.requeue_expired(self.db):
+                    await service.finish_abandoned(self.db, job_id, self.retention)
+                self.notifier.notify()
+            except Exception:
+                log.exception("lease sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def _watch(self, job_id: str, state: RunState) -> None:
+        """Renew the lease, store progress, and turn a cancel request into `state.halt`."""
+        lease = self.settings.lease_seconds
+        renew_every = lease / 3
+        last_renew = time.monotonic()
+        last_progress = state.progress
+        while not state.stop.is_set():
+            await asyncio.sleep(_WATCH_SECONDS)
+            try:
+                if state.progress != last_progress or time.monotonic() - last_renew >= renew_every:
+                    last_progress = state.progress
+                    flag = await queue.heartbeat(self.db, job_id, self.id, lease, last_progress)
+                    last_renew = time.monotonic()
+                    if flag is None:
+                        state.halt("lost")
+                else:
+                    flag = await queue.cancel_requested(self.db, job_id)
+                if flag:
+                    state.halt("cancel")
+            except Exception:
+                log.exception("heartbeat for job %s failed", job_id)
+
+    async def run_job(self, row: dict[str, Any]) -> None:
+        job_id = row["id"]
+        state = RunState()
+        self.running[job_id] = state
+        watcher = asyncio.create_task(self._watch(job_id, state))
+        try:
+            outcome = await self._execute(row, state)
+        finally:
+            state.stop.set()
+            watcher.cancel()
+            self.running.pop(job_id, None)
+        if state.reason == "shutdown":
+            await queue.release(self.db, job_id, self.id)
+            log.info("job %s released for another worker", job_id)
+            return
+        if state.reason == "lost":
+            await self._discard(outcome)
+            return
+        if not await service.finish(self.db, job_id, outcome, worker_id=self.id, retention=self.retention):
+            await self._discard(outcome)
+
+    async def _discard(self, outcome: Outcome) -> None:
+        for f in outcome.files:
+            await self.store.delete(f.storage_key)
+
+    async def _execute(self, row: dict[str, Any], state: RunState) -> Outcome:
+        try:
+            job = await prepare(row, self.settings)
+            out = await self._fill(job, state)
+            rgb = check_output(job, out)
+            data, content_type = await asyncio.to_thread(encode_image, rgb, job.output_format)
+            file_id = str(uuid.uuid4())
+            ext = job.output_format
+            key = f"outputs/{file_id}.{ext}"
+            await self.store.put(key, data)
+            stored = StoredFile(file_id, key, ext, content_type or EXTENSION_TYPES[ext], len(data))
+            return Outcome.completed([stored], out.notes)
+        except FillError as exc:
+            if state.reason == "cancel":
+                return Outcome.failed("cancelled", "The job was cancelled.")
+            return Outcome.failed(exc.code, exc.message)
+        except Exception:
+            log.exception("engine %s failed on job %s", self.engine.name, row["id"])
+            return Outcome.failed("engine_error", f"The {self.engine.name} engine failed on this job.")
+
+    async def _fill(self, job: FillJob, state: RunState) -> FillOutput:
+        if not job.mask.any():
+            return FillOutput(job.rgb.copy())
+        task = asyncio.to_thread(self.engine.fill, job, state.set_progress, state.stop.is_set)
+        try:
+            out = await asyncio.wait_for(task, self.settings.job_timeout_seconds)
+        except TimeoutError:
+            state.halt("timeout")
+            raise TimedOut(
+                f"The engine did not finish within {self.settings.job_timeout_seconds:g} seconds."
+            ) from None
+        if state.stop.is_set() and state.reason in ("cancel", "shutdown", "lost"):
+            raise Cancelled()
+        return out
+
+
+__all__ = ["InvalidInput", "RunState", "Worker", "check_output", "prepare"]

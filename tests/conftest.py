@@ -1,0 +1,43 @@
+"""Shared fixtures: a static image host and a live `fillframe serve` per test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.utils.servers import ImageServer, LiveServer, create_key, fillframe_env
+
+
+@pytest.fixture(scope="session")
+def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServer]:
+    server = ImageServer(tmp_path_factory.mktemp("images"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`fillframe serve` with the classic engine and private URLs allowed (tests use loopback)."""
+    env = fillframe_env(tmp_path_factory.mktemp("live"))
+    server = LiveServer(env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api_key(live: LiveServer) -> str:
+    return create_key(live.env, "module-key")
+
+
+@pytest.fixture(scope="module")
+def client(live: LiveServer, api_key: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": api_key}, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"

@@ -1,0 +1,1 @@
+"""Test helpers: live servers, real images, fake engines (one per behaviour)."""

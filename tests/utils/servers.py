@@ -1,0 +1,158 @@
+"""Real processes and sockets: a static image server and a live `fillframe serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+class ImageServer:
+    """Serves a folder over HTTP on 127.0.0.1, the way a user's own image host would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def add(self, name: str, data: bytes) -> str:
+        (self.root / name).write_bytes(data)
+        return self.url(name)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def fillframe_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FILLFRAME_")}
+    env["FILLFRAME_DATA_DIR"] = str(data_dir)
+    env["FILLFRAME_ALLOW_PRIVATE_URLS"] = "true"
+    env["PYTHONPATH"] = str(ROOT)  # test engines live in tests/utils
+    for key, value in settings.items():
+        env[f"FILLFRAME_{key.upper()}"] = value
+    return env
+
+
+def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fillframe", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=60,
+    )
+
+
+def create_key(env: dict[str, str], name: str = "tester", credits: int | None = None) -> str:
+    args = ["keys", "create", "--name", name]
+    if credits is not None:
+        args += ["--credits", str(credits)]
+    return cli(env, *args).stdout.strip().splitlines()[-1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> float:
+    """Poll `url` until it answers 200; returns the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return time.monotonic() - start
+        time.sleep(0.02)
+    raise TimeoutError(f"{url} did not come up in {timeout} s")
+
+
+class LiveServer:
+    """`fillframe serve` as a subprocess on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], *extra: str, log_path: Path | None = None) -> None:
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or Path(env["FILLFRAME_DATA_DIR"]) / f"serve-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fillframe", "serve", "--port", str(self.port), *extra],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.startup_seconds = wait_until_up(f"{self.url}/healthz", self.proc)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class WorkerProcess:
+    """`fillframe worker` as a subprocess."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fillframe", "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def live_server(env: dict[str, str], *extra: str) -> Iterator[LiveServer]:
+    server = LiveServer(env, *extra)
+    try:
+        yield server
+    finally:
+        server.stop()
