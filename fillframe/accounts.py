@@ -142,3 +142,13 @@ async def revoke_key(db: Database, key_id: str) -> bool:
             .values(revoked_at=utcnow(), active=False)
         )
     return result.rowcount == 1
+
+
+async def set_key_active(db: Database, key_id: str, active: bool) -> bool:
+    async with db.write() as conn:
+        result = await conn.execute(
+            api_keys.update()
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(active=active)
+        )
+    return result.rowcount == 1

@@ -9,13 +9,16 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from fillframe.settings import Settings
+
+if TYPE_CHECKING:
+    from fillframe.db import Database
 
 T = TypeVar("T")
 
@@ -121,11 +124,21 @@ def keys() -> None:
     """Create, list and revoke API keys."""
 
 
-def _db(settings: Settings) -> Any:
+def with_db(fn: Callable[[Database], Awaitable[T]]) -> T:
+    """Migrate, open the configured database, run `fn` on it, close it."""
     from fillframe.db import Database
 
+    settings = load_settings()
     migrate_db(settings)
-    return Database(settings.db_url)
+
+    async def go() -> T:
+        db = Database(settings.db_url)
+        try:
+            return await fn(db)
+        finally:
+            await db.close()
+
+    return run(go())
 
 
 @keys.command("create")
@@ -137,16 +150,7 @@ def keys_create(name: str, credits: int | None) -> None:
     """Create a key (and its account). The key is printed alone on the last line, once."""
     from fillframe.accounts import create_key
 
-    settings = load_settings()
-    db = _db(settings)
-
-    async def go() -> tuple[str, dict[str, Any]]:
-        try:
-            return await create_key(db, name, credits=credits)
-        finally:
-            await db.close()
-
-    api_key, row = run(go())
+    api_key, row = with_db(lambda db: create_key(db, name, credits=credits))
     amount = "unlimited credits" if credits is None else f"{credits} credits"
     click.echo(f"Created key {row['id']} ({row['prefix']}...) for account {row['account_id']} with {amount}.")
     click.echo("Store it now: it is not shown again.")
@@ -158,16 +162,7 @@ def keys_list() -> None:
     """List keys (never the keys themselves)."""
     from fillframe.accounts import list_keys
 
-    settings = load_settings()
-    db = _db(settings)
-
-    async def go() -> list[dict[str, Any]]:
-        try:
-            return await list_keys(db)
-        finally:
-            await db.close()
-
-    rows = run(go())
+    rows = with_db(list_keys)
     click.echo(f"{'ID':36}  {'PREFIX':12}  {'STATUS':8}  {'ACCOUNT':36}  NAME")
     for r in rows:
         status = "revoked" if r["revoked_at"] else ("active" if r["active"] else "inactive")
@@ -180,18 +175,31 @@ def keys_revoke(key_id: str) -> None:
     """Revoke a key by its ID: it stops working at once."""
     from fillframe.accounts import revoke_key
 
-    settings = load_settings()
-    db = _db(settings)
-
-    async def go() -> bool:
-        try:
-            return await revoke_key(db, key_id)
-        finally:
-            await db.close()
-
-    if not run(go()):
+    if not with_db(lambda db: revoke_key(db, key_id)):
         raise click.ClickException(f"No active key with ID {key_id}.")
     click.echo(f"Revoked key {key_id}.")
+
+
+def _set_active(key_id: str, active: bool) -> None:
+    from fillframe.accounts import set_key_active
+
+    if not with_db(lambda db: set_key_active(db, key_id, active)):
+        raise click.ClickException(f"No unrevoked key with ID {key_id}.")
+    click.echo(f"Key {key_id} is now {'active' if active else 'inactive'}.")
+
+
+@keys.command("disable")
+@click.argument("key_id")
+def keys_disable(key_id: str) -> None:
+    """Make a key inactive (403) without revoking it."""
+    _set_active(key_id, False)
+
+
+@keys.command("enable")
+@click.argument("key_id")
+def keys_enable(key_id: str) -> None:
+    """Make an inactive key work again."""
+    _set_active(key_id, True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,9 +19,13 @@ def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServ
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """`fillframe serve` with the classic engine and private URLs allowed (tests use loopback)."""
-    env = fillframe_env(tmp_path_factory.mktemp("live"))
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`fillframe serve` with private URLs allowed (tests use loopback) on the classic engine.
+
+    A test module may set `LIVE_SETTINGS = {"engine": ..., ...}` to change its server's settings.
+    """
+    settings = getattr(request.module, "LIVE_SETTINGS", {})
+    env = fillframe_env(tmp_path_factory.mktemp("live"), **settings)
     server = LiveServer(env)
     yield server
     server.stop()
