@@ -161,7 +161,8 @@ async def finish_abandoned(db: Database, job_id: str, retention: timedelta) -> b
     else:
         outcome = Outcome.failed(
             "engine_error",
-            f"The worker running this job stopped {row['attempts']} times; giving up. Try again.",
+            f"The worker running this job stopped before finishing it ({row['attempts']} of "
+            f"{row['max_attempts']} attempts); the credits were refunded, so submit it again.",
         )
     return await finish(db, job_id, outcome, worker_id=None, retention=retention)
 
