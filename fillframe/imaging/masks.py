@@ -1,0 +1,37 @@
+"""Mask checks and helpers. `mask: HxW uint8, 255 = repaint, 0 = keep`."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from fillframe.errors import InvalidInput
+
+
+def check_same_size(rgb: np.ndarray, mask: np.ndarray) -> None:
+    """Raise InvalidInput unless `rgb` (HxWx3) and `mask` (HxW) have the same width and height."""
+    (img_h, img_w), (mask_h, mask_w) = rgb.shape[:2], mask.shape[:2]
+    if (img_h, img_w) != (mask_h, mask_w):
+        raise InvalidInput(
+            f"The mask is {mask_w}x{mask_h} but the image is {img_w}x{img_h}; they must be the same size."
+        )
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of the non-zero pixels, x1/y1 exclusive; None for an empty mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    """The mask grown by `px` pixels in every direction (a disc), HxW uint8 {0, 255}.
+
+    Engines grow the mask a little so a fill blends over the seam instead of stopping at it.
+    """
+    if px <= 0:
+        return mask.copy()
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    return cv2.dilate(mask, kernel)
