@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fillframe import billing
-from fillframe.db import Database, accounts, api_keys, utcnow
+from fillframe.db import Database, accounts, api_keys, credit_ledger, utcnow
 
 KEY_PREFIX = "afk_"
 
@@ -152,3 +153,55 @@ async def set_key_active(db: Database, key_id: str, active: bool) -> bool:
             .values(active=active)
         )
     return result.rowcount == 1
+
+
+async def _account_of(conn: AsyncConnection, key_id: str) -> str | None:
+    return await conn.scalar(sa.select(api_keys.c.account_id).where(api_keys.c.id == key_id))
+
+
+async def set_limits(db: Database, key_id: str, *, rate: int | None, concurrency: int | None) -> bool:
+    async with db.write() as conn:
+        account_id = await _account_of(conn, key_id)
+        if account_id is None:
+            return False
+        if rate is not None:
+            await conn.execute(
+                api_keys.update().where(api_keys.c.id == key_id).values(rate_limit_per_minute=rate)
+            )
+        if concurrency is not None:
+            await conn.execute(
+                accounts.update().where(accounts.c.id == account_id).values(max_concurrent_jobs=concurrency)
+            )
+    return True
+
+
+async def grant_credits(db: Database, key_id: str, amount: int) -> int | None:
+    """Credit the key's account (making it metered); returns the new balance."""
+    async with db.write() as conn:
+        account_id = await _account_of(conn, key_id)
+        if account_id is None:
+            return None
+        await conn.execute(accounts.update().where(accounts.c.id == account_id).values(unlimited=False))
+        await billing.grant(conn, account_id, amount, reason="granted from the CLI")
+        return await billing.balance(conn, account_id)
+
+
+async def credit_report(db: Database) -> list[dict[str, Any]]:
+    ledger = (
+        sa.select(credit_ledger.c.account_id, sa.func.sum(credit_ledger.c.amount).label("total"))
+        .group_by(credit_ledger.c.account_id)
+        .subquery()
+    )
+    query = (
+        sa.select(
+            accounts.c.id,
+            accounts.c.name,
+            accounts.c.unlimited,
+            accounts.c.credits,
+            sa.func.coalesce(ledger.c.total, 0).label("ledger_sum"),
+        )
+        .outerjoin(ledger, ledger.c.account_id == accounts.c.id)
+        .order_by(accounts.c.created_at)
+    )
+    async with db.read() as conn:
+        return [dict(r) for r in (await conn.execute(query)).mappings()]

@@ -116,6 +116,24 @@ credit_ledger = sa.Table(
     sa.UniqueConstraint("job_id", "kind", name="uq_ledger_job_kind"),
 )
 
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("account_id", sa.String(36), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+rate_windows = sa.Table(
+    "rate_windows",
+    metadata,
+    sa.Column("api_key_id", sa.String(36), primary_key=True),
+    sa.Column("window_start", sa.BigInteger, primary_key=True),  # unix minute
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
 files = sa.Table(
     "files",
     metadata,

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = 20.0
     max_redirects: int = 5
 
+    max_upload_bytes: int = 25 * 1024 * 1024
+    upload_ttl_hours: float = 24.0
+    idempotency_ttl_hours: float = 24.0
+    rate_limit_per_minute: int = Field(default=600, ge=0, description="Per key; 0 = unlimited.")
+    max_wait_seconds: int = 60
     retention_days: float = 7.0
     lease_seconds: float = 60.0
     max_attempts: int = 3

@@ -13,13 +13,17 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe import billing
+from fillframe import billing, limits
 from fillframe.accounts import Caller
 from fillframe.contract import TERMINAL, EditRequest
 from fillframe.db import Database, files, jobs, utcnow
+from fillframe.jobs import idempotency
+from fillframe.jobs.idempotency import IdempotencyKey
 from fillframe.jobs.store import get_job
+from fillframe.limits import RateState
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,29 @@ class Outcome:
         return cls(status, error=message, error_code=code)
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """What the submit handler answers: the job id and status, whether it is a replay, the rate."""
+
+    job_id: str
+    status: str
+    replayed: bool = False
+    rate: RateState | None = None
+
+
 async def submit(
-    db: Database, caller: Caller, req: EditRequest, *, cost: int, max_attempts: int
-) -> dict[str, Any]:
-    """Hold the credits and insert the QUEUED job in one transaction. Raises InsufficientCredits."""
+    db: Database,
+    caller: Caller,
+    req: EditRequest,
+    *,
+    cost: int,
+    max_attempts: int,
+    rate_limit: int = 0,
+    idem: IdempotencyKey | None = None,
+    idem_ttl: timedelta = timedelta(hours=24),
+) -> Submitted:
+    """Count the rate, hold the credits, insert the QUEUED job (and its idempotency key) in one
+    transaction. Raises RateLimited, InsufficientCredits or KeyReused."""
     params = req.fluxFillParams
     now = utcnow()
     row = {
@@ -79,10 +102,27 @@ async def submit(
         "run_after": now,
         "created_at": now,
     }
-    async with db.write() as conn:
-        await billing.hold(conn, caller.account_id, row["id"], cost)
-        await conn.execute(jobs.insert().values(**row))
-    return row
+    try:
+        async with db.write() as conn:
+            if idem is not None and (
+                original := await idempotency.replay(conn, caller.account_id, idem, now)
+            ):
+                return Submitted(original["jobId"], original["status"], replayed=True)
+            rate = await limits.count_submit(conn, caller.key_id, rate_limit)
+            await billing.hold(conn, caller.account_id, row["id"], cost)
+            await conn.execute(jobs.insert().values(**row))
+            if idem is not None:
+                await idempotency.remember(conn, caller.account_id, idem, row["id"], now, now + idem_ttl)
+    except IntegrityError:
+        if idem is None:
+            raise
+        # A concurrent request with the same key won the race: answer with its job.
+        async with db.read() as conn:
+            original = await idempotency.replay(conn, caller.account_id, idem, now)
+        if original is None:
+            raise
+        return Submitted(original["jobId"], original["status"], replayed=True)
+    return Submitted(row["id"], "QUEUED", rate=rate)
 
 
 async def _settle(conn: AsyncConnection, job_id: str, status: str) -> None:

@@ -15,15 +15,17 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 
+from fillframe import uploads
 from fillframe.db import Database
 from fillframe.engines.base import Engine, FillJob, FillOutput
-from fillframe.errors import Cancelled, FillError, InvalidInput, TimedOut
+from fillframe.errors import Cancelled, FillError, TimedOut
 from fillframe.imaging.canvas import build_canvas, plan_outpaint
 from fillframe.imaging.decode import decode_image, decode_mask
 from fillframe.imaging.encode import encode_image
@@ -57,11 +59,24 @@ class RunState:
             self.stop.set()
 
 
-async def prepare(row: dict[str, Any], settings: Settings) -> FillJob:
+SourceLoader = Callable[[str, str], Awaitable[bytes]]
+
+
+def network_loader(settings: Settings) -> SourceLoader:
+    """Sources from data URIs and http(s) URLs only (no uploads: nothing to read them from)."""
+
+    async def load(value: str, what: str) -> bytes:
+        return await load_source(value, settings, what=what)
+
+    return load
+
+
+async def prepare(row: dict[str, Any], settings: Settings, load: SourceLoader | None = None) -> FillJob:
     """Fetch and decode the job's inputs into the canvas and mask an engine fills."""
+    load = load or network_loader(settings)
     request = row["request"]
     params = request["fluxFillParams"]
-    image_bytes = await load_source(params["image"], settings)
+    image_bytes = await load(params["image"], "image")
     rgb = await asyncio.to_thread(decode_image, image_bytes, max_pixels=settings.max_pixels)
     if params.get("mode", "inpaint") == "outpaint":
         height, width = rgb.shape[:2]
@@ -70,7 +85,7 @@ async def prepare(row: dict[str, Any], settings: Settings) -> FillJob:
         )
         canvas, mask = await asyncio.to_thread(build_canvas, rgb, plan)
     else:
-        mask_bytes = await load_source(params["mask"], settings)
+        mask_bytes = await load(params["mask"], "mask")
         mask = await asyncio.to_thread(decode_mask, mask_bytes, max_pixels=settings.max_pixels)
         check_same_size(rgb, mask)
         canvas = rgb
@@ -170,14 +185,21 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
-    async def _watch(self, job_id: str, state: RunState) -> None:
-        """Renew the lease, store progress, and turn a cancel request into `state.halt`."""
+    async def _watch(self, job_id: str, state: RunState, done: asyncio.Event) -> None:
+        """Renew the lease, store progress, and turn a cancel request into `state.halt`.
+
+        Stops when `done` is set, never by task cancellation: cancelling a task in the middle of
+        an aiosqlite call can leave its transaction open and the database locked.
+        """
         lease = self.settings.lease_seconds
         renew_every = lease / 3
         last_renew = time.monotonic()
         last_progress = state.progress
-        while not state.stop.is_set():
-            await asyncio.sleep(_WATCH_SECONDS)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), _WATCH_SECONDS)
+            if done.is_set():
+                return
             try:
                 if state.progress != last_progress or time.monotonic() - last_renew >= renew_every:
                     last_progress = state.progress
@@ -196,12 +218,13 @@ class Worker:
         job_id = row["id"]
         state = RunState()
         self.running[job_id] = state
-        watcher = asyncio.create_task(self._watch(job_id, state))
+        done = asyncio.Event()
+        watcher = asyncio.create_task(self._watch(job_id, state, done))
         try:
             outcome = await self._execute(row, state)
         finally:
-            state.stop.set()
-            watcher.cancel()
+            done.set()
+            await watcher
             self.running.pop(job_id, None)
         if state.reason == "shutdown":
             await queue.release(self.db, job_id, self.id)
@@ -217,9 +240,21 @@ class Worker:
         for f in outcome.files:
             await self.store.delete(f.storage_key)
 
+    def _loader(self, account_id: str) -> SourceLoader:
+        """Upload URLs are read from storage for the job's own account; the rest go to the network."""
+        fallback = network_loader(self.settings)
+
+        async def load(value: str, what: str) -> bytes:
+            file_id = uploads.upload_id(value)
+            if file_id is not None:
+                return await uploads.read(self.db, self.store, account_id, file_id, what)
+            return await fallback(value, what)
+
+        return load
+
     async def _execute(self, row: dict[str, Any], state: RunState) -> Outcome:
         try:
-            job = await prepare(row, self.settings)
+            job = await prepare(row, self.settings, self._loader(row["account_id"]))
             out = await self._fill(job, state)
             rgb = check_output(job, out)
             data, content_type = await asyncio.to_thread(encode_image, rgb, job.output_format)
@@ -251,6 +286,3 @@ class Worker:
         if state.stop.is_set() and state.reason in ("cancel", "shutdown", "lost"):
             raise Cancelled()
         return out
-
-
-__all__ = ["InvalidInput", "RunState", "Worker", "check_output", "prepare"]

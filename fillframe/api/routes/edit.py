@@ -1,22 +1,38 @@
-"""POST /v2/images/edit: validate, guard the URLs, hold credits, queue the job."""
+"""POST /v2/images/edit: validate, guard the URLs, then one transaction that counts the rate,
+holds the credits and queues the job (or replays an idempotent repeat)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import asyncio
+import re
+import time
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from fillframe.api.deps import CallerDep, DbDep, SettingsDep
+from fillframe import uploads
+from fillframe.accounts import Caller
+from fillframe.api.deps import BaseUrlDep, CallerDep, DbDep, SettingsDep
 from fillframe.api.errors import ApiError
 from fillframe.billing import InsufficientCredits
-from fillframe.contract import EditRequest, ErrorBody, SubmitResponse, source_kind
+from fillframe.contract import TERMINAL, EditRequest, ErrorBody, JobView, SubmitResponse, source_kind
+from fillframe.db import Database
 from fillframe.imaging.fetch import check_url
 from fillframe.jobs import service
+from fillframe.jobs.idempotency import MAX_KEY_LENGTH, IdempotencyKey, KeyReused
+from fillframe.jobs.store import get_job, job_view
+from fillframe.limits import RateLimited
 
 router = APIRouter(tags=["jobs"])
 
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
-def guard_urls(req: EditRequest, allow_private: bool) -> None:
-    """Refuse at submit what the fetch guard would refuse later, when the URL alone shows it."""
+
+async def check_sources(req: EditRequest, caller: Caller, db: Database, allow_private: bool) -> None:
+    """Refuse at submit what would certainly fail later: private literal addresses, and upload
+    URLs that are not this account's live uploads."""
     params = req.fluxFillParams
     candidates = {"fluxFillParams.image": params.image, "webhookUrl": req.effective_webhook_url}
     if params.mode == "inpaint":
@@ -24,6 +40,11 @@ def guard_urls(req: EditRequest, allow_private: bool) -> None:
     details: dict[str, list[str]] = {}
     for path, value in candidates.items():
         if not value or source_kind(value) != "url":
+            continue
+        file_id = uploads.upload_id(value) if path != "webhookUrl" else None
+        if file_id is not None:
+            if await uploads.find(db, caller.account_id, file_id) is None:
+                details[path] = ["is an upload that does not exist for this account or has expired"]
             continue
         try:
             check_url(value, allow_private)
@@ -34,25 +55,95 @@ def guard_urls(req: EditRequest, allow_private: bool) -> None:
         raise ApiError(400, f"Invalid request: {path} {messages[0]}", details=details)
 
 
+def parse_prefer_wait(prefer: str | None, ceiling: int) -> int | None:
+    match = _PREFER_WAIT.search(prefer or "")
+    return None if match is None else min(int(match.group(1)), ceiling)
+
+
+async def wait_until_done(db: Database, job_id: str, seconds: float) -> dict | None:
+    """Poll the job (backing off from 10 to 200 ms) until it ends or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        async with db.read() as conn:
+            row = await get_job(conn, job_id)
+        if row is not None and row["status"] in TERMINAL:
+            return row
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.2)
+
+
 @router.post(
     "/v2/images/edit",
     status_code=202,
     response_model=SubmitResponse,
-    responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 402: {"model": ErrorBody}},
+    responses={
+        200: {"model": JobView, "description": "With `Prefer: wait=N`, the finished job."},
+        400: {"model": ErrorBody},
+        401: {"model": ErrorBody},
+        402: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+        429: {"model": ErrorBody},
+    },
     summary="Submit an inpaint or outpaint job",
 )
 async def submit_edit(
-    req: EditRequest, request: Request, caller: CallerDep, db: DbDep, settings: SettingsDep
+    req: EditRequest,
+    request: Request,
+    caller: CallerDep,
+    db: DbDep,
+    settings: SettingsDep,
+    base: BaseUrlDep,
+    idempotency_key: Annotated[
+        str | None, Header(description=f"At most {MAX_KEY_LENGTH} characters; repeats return the same job.")
+    ] = None,
+    prefer: Annotated[
+        str | None, Header(description="`wait=N` (N <= 60): answer with the finished job.")
+    ] = None,
 ) -> JSONResponse:
-    guard_urls(req, settings.allow_private_urls)
-    cost = settings.model_costs.get(req.model, 0)
+    idem = None
+    if idempotency_key is not None:
+        if not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
+            raise ApiError(400, f"The Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} characters long.")
+        idem = IdempotencyKey.of(idempotency_key, req.model_dump_json())
+    await check_sources(req, caller, db, settings.allow_private_urls)
+    limit = caller.rate_limit_per_minute
     try:
-        row = await service.submit(db, caller, req, cost=cost, max_attempts=settings.max_attempts)
+        submitted = await service.submit(
+            db,
+            caller,
+            req,
+            cost=settings.model_costs.get(req.model, 0),
+            max_attempts=settings.max_attempts,
+            rate_limit=settings.rate_limit_per_minute if limit is None else limit,
+            idem=idem,
+            idem_ttl=timedelta(hours=settings.idempotency_ttl_hours),
+        )
+    except RateLimited as exc:
+        headers = {**exc.state.headers(), "Retry-After": str(exc.state.reset_seconds)}
+        raise ApiError(429, f"{exc} Retry after {exc.state.reset_seconds} s.", headers=headers) from None
     except InsufficientCredits as exc:
         raise ApiError(
             402,
             "Insufficient credits",
             extra={"creditsRequired": exc.required, "creditsAvailable": exc.available},
         ) from None
-    request.app.state.notifier.notify()
-    return JSONResponse({"jobId": row["id"], "status": row["status"]}, status_code=202)
+    except KeyReused as exc:
+        raise ApiError(409, str(exc)) from None
+    headers = submitted.rate.headers() if submitted.rate else {}
+    if not submitted.replayed:
+        request.app.state.notifier.notify()
+    wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
+    if wait is not None:
+        headers["Preference-Applied"] = f"wait={wait}"
+        row = await wait_until_done(db, submitted.job_id, wait)
+        if row is not None:
+            return JSONResponse(
+                job_view(row, base, settings.signing_secret()), status_code=200, headers=headers
+            )
+    return JSONResponse(
+        {"jobId": submitted.job_id, "status": submitted.status}, status_code=202, headers=headers
+    )

@@ -1,0 +1,273 @@
+"""Credits, idempotency, limits, cancel, sync wait and uploads, proven under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.utils.images import encode, photo
+from tests.utils.jobs import data_uri, edit_body, wait_job
+from tests.utils.servers import LiveServer, cli, create_key, fillframe_env
+
+LIVE_SETTINGS = {
+    "engine": "tests.utils.engines:SleepEngine",
+    "test_sleep": "1.0",
+    "worker_concurrency": "4",
+    "max_upload_bytes": str(2 * 1024 * 1024),
+    "poll_seconds": "0.2",
+}
+IMAGE = data_uri(np.full((32, 32, 3), 70, np.uint8))
+MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 12))
+BAD_MASK = data_uri(np.zeros((10, 10), np.uint8))
+
+
+def key_id(live: LiveServer, key: str) -> str:
+    rows = cli(live.env, "keys", "list").stdout.splitlines()
+    return next(line.split()[0] for line in rows if key[:10] in line)
+
+
+def db(live: LiveServer) -> sqlite3.Connection:
+    return sqlite3.connect(Path(live.env["FILLFRAME_DATA_DIR"]) / "fillframe.db")
+
+
+def account_ledger(live: LiveServer, client: httpx.Client) -> tuple[int, int]:
+    account = client.get("/v2/me").json()["team"]["id"]
+    with db(live) as conn:
+        total = conn.execute(
+            "SELECT sum(amount) FROM credit_ledger WHERE account_id = ?", (account,)
+        ).fetchone()
+        balance = conn.execute("SELECT credits FROM accounts WHERE id = ?", (account,)).fetchone()
+    return total[0], balance[0]
+
+
+async def submit_many(
+    url: str, key: str, n: int, headers: dict[str, str] | None = None
+) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, limits=limits, timeout=60) as c:
+        return await asyncio.gather(
+            *(c.post("/v2/images/edit", json=edit_body(IMAGE, MASK), headers=headers) for _ in range(n))
+        )
+
+
+def test_100_concurrent_submits_against_a_balance_for_10(live: LiveServer) -> None:
+    key = create_key(live.env, "ten-jobs", credits=90)
+    responses = asyncio.run(submit_many(live.url, key, 100))
+    codes = [r.status_code for r in responses]
+    assert codes.count(202) == 10 and codes.count(402) == 90
+    refused = next(r for r in responses if r.status_code == 402).json()
+    assert refused == {"error": "Insufficient credits", "creditsRequired": 9, "creditsAvailable": 0}
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
+        assert client.get("/v2/me").json()["team"]["credits"] == 0
+        assert account_ledger(live, client) == (0, 0)
+        jobs = client.get("/v2/jobs", params={"limit": 100}).json()["jobs"]
+        assert len(jobs) == 10
+        for job in jobs:
+            assert wait_job(client, job["id"])["status"] == "COMPLETED"
+        assert client.get("/v2/me").json()["team"]["credits"] == 0
+
+
+def test_failed_and_cancelled_jobs_refund(live: LiveServer) -> None:
+    key = create_key(live.env, "refunds", credits=18)
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
+        failing = client.post("/v2/images/edit", json=edit_body(IMAGE, BAD_MASK)).json()["jobId"]
+        assert wait_job(client, failing)["errorCode"] == "invalid_input"
+        assert client.get("/v2/me").json()["team"]["credits"] == 18
+        running = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
+        assert client.get("/v2/me").json()["team"]["credits"] == 9
+        assert client.post(f"/v2/jobs/{running}/cancel").status_code == 200
+        assert wait_job(client, running)["status"] == "CANCELLED"
+        assert client.get("/v2/me").json()["team"]["credits"] == 18
+        assert account_ledger(live, client) == (18, 18)
+        with db(live) as conn:
+            rows = conn.execute(
+                "SELECT job_id, kind, amount FROM credit_ledger WHERE job_id IN (?, ?) ORDER BY id",
+                (failing, running),
+            ).fetchall()
+        assert sorted(rows) == sorted(
+            [(failing, "hold", -9), (failing, "refund", 9), (running, "hold", -9), (running, "refund", 9)]
+        )
+
+
+def test_50_concurrent_submits_with_one_idempotency_key(live: LiveServer) -> None:
+    key = create_key(live.env, "idem", credits=900)
+    responses = asyncio.run(submit_many(live.url, key, 50, headers={"Idempotency-Key": "order-42"}))
+    accepted = [r for r in responses if r.status_code == 202]
+    assert all(r.status_code in (202, 409) for r in responses)
+    assert len(accepted) >= 1
+    assert len({r.json()["jobId"] for r in accepted}) == 1
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
+        assert len(client.get("/v2/jobs").json()["jobs"]) == 1
+        assert client.get("/v2/me").json()["team"]["credits"] == 891
+        job_id = accepted[0].json()["jobId"]
+        wait_job(client, job_id)
+        again = client.post(
+            "/v2/images/edit", json=edit_body(IMAGE, MASK), headers={"Idempotency-Key": "order-42"}
+        )
+        assert again.status_code == 202 and again.json() == {"jobId": job_id, "status": "COMPLETED"}
+        other = client.post(
+            "/v2/images/edit",
+            json=edit_body(IMAGE, MASK, prompt="else"),
+            headers={"Idempotency-Key": "order-42"},
+        )
+        assert other.status_code == 409 and "different request body" in other.json()["error"]
+        too_long = client.post(
+            "/v2/images/edit", json=edit_body(IMAGE, MASK), headers={"Idempotency-Key": "k" * 256}
+        )
+        assert too_long.status_code == 400 and "255" in too_long.json()["error"]
+    # Keys are scoped to the account: another account may use the same key for its own job.
+    stranger = create_key(live.env, "idem-2")
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": stranger}) as client:
+        mine = client.post(
+            "/v2/images/edit", json=edit_body(IMAGE, MASK), headers={"Idempotency-Key": "order-42"}
+        )
+        assert mine.status_code == 202 and mine.json()["jobId"] != job_id
+
+
+def test_rate_limit_headers_and_429(live: LiveServer) -> None:
+    key = create_key(live.env, "rate")
+    cli(live.env, "keys", "limits", key_id(live, key), "--rate", "3")
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
+        remaining = []
+        for _ in range(3):
+            response = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK))
+            assert response.status_code == 202
+            assert response.headers["X-RateLimit-Limit"] == "3"
+            assert 1 <= int(response.headers["X-RateLimit-Reset"]) <= 60
+            remaining.append(int(response.headers["X-RateLimit-Remaining"]))
+        assert remaining == [2, 1, 0]
+        refused = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK))
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert refused.headers["X-RateLimit-Remaining"] == "0"
+        assert "Rate limit" in refused.json()["error"]
+
+
+def test_concurrency_limit_holds_while_jobs_run(live: LiveServer) -> None:
+    key = create_key(live.env, "concurrency")
+    cli(live.env, "keys", "limits", key_id(live, key), "--concurrency", "2")
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
+        ids = [client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"] for _ in range(6)]
+        peak = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            statuses = [j["status"] for j in client.get("/v2/jobs").json()["jobs"]]
+            peak = max(peak, statuses.count("PROCESSING"))
+            assert statuses.count("PROCESSING") <= 2
+            if all(s == "COMPLETED" for s in statuses):
+                break
+            time.sleep(0.05)
+        assert peak == 2
+        assert {wait_job(client, i)["status"] for i in ids} == {"COMPLETED"}
+
+
+def test_cancel_in_each_state(live: LiveServer) -> None:
+    key = create_key(live.env, "cancel", credits=27)
+    cli(live.env, "keys", "limits", key_id(live, key), "--concurrency", "1")
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
+        first = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
+        queued = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
+        wait_job(client, first, until={"PROCESSING"})
+        response = client.post(f"/v2/jobs/{queued}/cancel")
+        assert response.status_code == 200
+        job = response.json()
+        assert job["status"] == "CANCELLED" and job["errorCode"] == "cancelled"
+        response = client.post(f"/v2/jobs/{first}/cancel")
+        assert response.status_code == 200 and response.json()["status"] == "PROCESSING"
+        job = wait_job(client, first, timeout=5)
+        assert job["status"] == "CANCELLED" and job["errorCode"] == "cancelled" and job["result"] is None
+        assert client.get("/v2/me").json()["team"]["credits"] == 27
+        done = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
+        assert wait_job(client, done)["status"] == "COMPLETED"
+        conflict = client.post(f"/v2/jobs/{done}/cancel")
+        assert conflict.status_code == 409 and conflict.json()["status"] == "COMPLETED"
+        again = client.post(f"/v2/jobs/{queued}/cancel")
+        assert again.status_code == 409 and again.json()["status"] == "CANCELLED"
+        assert client.get("/v2/me").json()["team"]["credits"] == 18
+
+
+def test_prefer_wait(live: LiveServer, client: httpx.Client) -> None:
+    slow = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK), headers={"Prefer": "wait=0"})
+    assert slow.status_code == 202 and slow.headers["Preference-Applied"] == "wait=0"
+    fast = client.post(
+        "/v2/images/edit", json=edit_body(IMAGE, MASK), headers={"Prefer": "respond-async, wait=30"}
+    )
+    assert fast.status_code == 200, fast.text
+    assert fast.headers["Preference-Applied"] == "wait=30"
+    job = fast.json()
+    assert job["status"] == "COMPLETED" and job["result"]["images"]
+    capped = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK), headers={"Prefer": "wait=600"})
+    assert capped.headers["Preference-Applied"] == "wait=60"
+    plain = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK))
+    assert plain.status_code == 202 and "Preference-Applied" not in plain.headers
+
+
+def upload(client: httpx.Client, data: bytes, name: str = "photo.png") -> httpx.Response:
+    return client.post("/v2/uploads", files={"file": (name, data, "image/png")})
+
+
+def test_uploads_as_image_and_mask(live: LiveServer, client: httpx.Client) -> None:
+    rgb = photo("coffee", (96, 64))
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:40, 30:60] = 255
+    image = upload(client, encode(rgb, "JPEG"), "cup.jpg")
+    assert image.status_code == 201, image.text
+    body = image.json()
+    assert set(body) == {"id", "url", "kind", "contentType", "byteSize", "expiresAt"}
+    assert body["kind"] == "image" and body["contentType"] == "image/jpeg"
+    assert body["url"] == f"{live.url}/v2/uploads/{body['id']}"
+    assert client.get(body["url"]).content == encode(rgb, "JPEG")
+    mask_up = upload(client, encode(mask)).json()
+    assert mask_up["contentType"] == "image/png"
+    job = client.post(
+        "/v2/images/edit", json=edit_body(body["url"], mask_up["url"]), headers={"Prefer": "wait=30"}
+    ).json()
+    assert job["status"] == "COMPLETED", job
+    assert job["input"]["fluxFillParams"]["image"] == body["url"]
+
+
+def test_upload_limits_and_sniffing(live: LiveServer, client: httpx.Client) -> None:
+    big = upload(client, b"\x89PNG\r\n\x1a\n" + bytes(3 * 1024 * 1024))
+    assert big.status_code == 413 and "2 MB" in big.json()["error"]
+    text = upload(client, b"just some text, honestly\n" * 10, "evil.png")
+    assert text.status_code == 400 and "not a JPEG, PNG or WebP" in text.json()["error"]
+    gif = upload(client, b"GIF89a" + bytes(100), "x.png")
+    assert gif.status_code == 400 and "GIF" in gif.json()["error"]
+    assert upload(client, b"").status_code == 400
+    assert client.post("/v2/uploads").status_code == 400
+    assert httpx.post(f"{live.url}/v2/uploads", files={"file": ("a.png", b"x")}).status_code == 401
+
+
+def test_another_accounts_upload_is_refused(live: LiveServer, client: httpx.Client) -> None:
+    url = upload(client, encode(np.zeros((8, 8, 3), np.uint8))).json()["url"]
+    other = create_key(live.env, "thief")
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": other}) as them:
+        assert them.get(url).status_code == 404
+        response = them.post("/v2/images/edit", json=edit_body(url, mask=MASK))
+        assert response.status_code == 400
+        assert "does not exist for this account" in response.json()["details"]["fluxFillParams.image"][0]
+
+
+@pytest.mark.parametrize("ttl_hours", ["0.0005"])
+def test_uploads_expire(tmp_path: Path, ttl_hours: str) -> None:
+    env = fillframe_env(
+        tmp_path / "data", engine="tests.utils.engines:SleepEngine", upload_ttl_hours=ttl_hours
+    )
+    server = LiveServer(env)
+    try:
+        key = create_key(env, "expiry")
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
+            url = upload(client, encode(np.zeros((8, 8, 3), np.uint8))).json()["url"]
+            assert client.get(url).status_code == 200
+            time.sleep(2.0)
+            assert client.get(url).status_code == 404
+            response = client.post("/v2/images/edit", json=edit_body(url, mask=MASK))
+            assert response.status_code == 400 and "expired" in response.text
+    finally:
+        server.stop()
