@@ -168,7 +168,23 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def async_url(url: str) -> str:
+    """Pick the async driver: `postgresql://` and `postgres://` mean asyncpg, `sqlite://` aiosqlite."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+def plain_url(url: str) -> str:
+    """The libpq form (no driver suffix), for asyncpg's own connection used by LISTEN."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
 def create_engine(url: str) -> AsyncEngine:
+    url = async_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, pool_size=8, max_overflow=8)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -181,9 +197,9 @@ class Database:
     """The engine plus two ways in: `read()` for queries, `write()` for a transaction that writes."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = create_engine(url)
-        self.is_sqlite = url.startswith("sqlite")
+        self.url = async_url(url)
+        self.engine = create_engine(self.url)
+        self.is_sqlite = self.url.startswith("sqlite")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.utils.servers import ImageServer, LiveServer, create_key, fillframe_env
+from tests.utils.backends import BACKENDS
+from tests.utils.servers import ImageServer, LiveServer, create_key, drop_backend, fillframe_env
 
 
 @pytest.fixture(scope="session")
@@ -18,17 +19,26 @@ def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServ
     server.close()
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every module that runs a server runs once on SQLite and once on PostgreSQL."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live(
+    request: pytest.FixtureRequest, backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """`fillframe serve` with private URLs allowed (tests use loopback) on the classic engine.
 
     A test module may set `LIVE_SETTINGS = {"engine": ..., ...}` to change its server's settings.
     """
     settings = getattr(request.module, "LIVE_SETTINGS", {})
-    env = fillframe_env(tmp_path_factory.mktemp("live"), **settings)
+    env = fillframe_env(tmp_path_factory.mktemp("live"), backend, **settings)
     server = LiveServer(env)
     yield server
     server.stop()
+    drop_backend(env)
 
 
 @pytest.fixture(scope="module")

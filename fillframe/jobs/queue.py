@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe.db import Database, accounts, jobs, utcnow
+from fillframe.db import Database, accounts, jobs, plain_url, utcnow
+
+log = logging.getLogger(__name__)
 
 # Serialises claims on PostgreSQL so the per-account concurrency count cannot race.
 _PG_CLAIM_LOCK = 7_300_418
 
 
+CHANNEL = "fillframe_jobs"
+
+
 class Notifier:
-    """Wakes idle workers in this process when a job is queued (a slow poll covers other processes)."""
+    """Wakes idle workers in this process when a job is queued. Across processes, PostgreSQL's
+    LISTEN/NOTIFY feeds it (see `listen`); on SQLite a slow poll covers other processes."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
@@ -36,13 +44,11 @@ class Notifier:
 
 
 def _claimable(now: Any) -> sa.Select[Any]:
+    other = jobs.alias("running")
     running = (
         sa.select(sa.func.count())
-        .select_from(jobs.alias("running"))
-        .where(
-            sa.literal_column("running.account_id") == jobs.c.account_id,
-            sa.literal_column("running.status") == "PROCESSING",
-        )
+        .select_from(other)
+        .where(other.c.account_id == jobs.c.account_id, other.c.status == "PROCESSING")
         .scalar_subquery()
     )
     limit = (
@@ -131,3 +137,31 @@ async def release(db: Database, job_id: str, worker_id: str) -> bool:
             )
         )
     return result.rowcount == 1
+
+
+async def announce(conn: AsyncConnection) -> None:
+    """Inside a transaction that queued a job: tell listening workers at commit (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
+
+
+async def listen(db: Database, notifier: Notifier, stop: asyncio.Event) -> None:
+    """Forward NOTIFYs on CHANNEL to `notifier` until `stop`; reconnect after failures."""
+    import asyncpg
+
+    while not stop.is_set():
+        conn = None
+        try:
+            conn = await asyncpg.connect(plain_url(db.url))
+            await conn.add_listener(CHANNEL, lambda *_: notifier.notify())
+            notifier.notify()  # catch up with anything queued while we were not listening
+            while not stop.is_set() and not conn.is_closed():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 5.0)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("LISTEN connection failed (%s); retrying", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            if conn is not None:
+                await conn.close()

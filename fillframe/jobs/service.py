@@ -20,7 +20,7 @@ from fillframe import billing, limits
 from fillframe.accounts import Caller
 from fillframe.contract import TERMINAL, EditRequest
 from fillframe.db import Database, files, jobs, utcnow
-from fillframe.jobs import idempotency
+from fillframe.jobs import idempotency, queue
 from fillframe.jobs.idempotency import IdempotencyKey
 from fillframe.jobs.store import get_job
 from fillframe.limits import RateState
@@ -111,6 +111,7 @@ async def submit(
             rate = await limits.count_submit(conn, caller.key_id, rate_limit)
             await billing.hold(conn, caller.account_id, row["id"], cost)
             await conn.execute(jobs.insert().values(**row))
+            await queue.announce(conn)
             if idem is not None:
                 await idempotency.remember(conn, caller.account_id, idem, row["id"], now, now + idem_ttl)
     except IntegrityError:

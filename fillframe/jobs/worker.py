@@ -137,6 +137,8 @@ class Worker:
         """Run `worker_concurrency` claim loops and a lease sweeper until `stop` is set."""
         tasks = [asyncio.create_task(self._loop(stop)) for _ in range(self.settings.worker_concurrency)]
         tasks.append(asyncio.create_task(self._sweep(stop)))
+        if not self.db.is_sqlite:
+            tasks.append(asyncio.create_task(queue.listen(self.db, self.notifier, stop)))
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 
+from tests.utils.backends import query
 from tests.utils.images import encode, photo
 from tests.utils.jobs import data_uri, edit_body, wait_job
-from tests.utils.servers import LiveServer, cli, create_key, fillframe_env
+from tests.utils.servers import LiveServer, cli, create_key, drop_backend, fillframe_env
 
 LIVE_SETTINGS = {
     "engine": "tests.utils.engines:SleepEngine",
@@ -32,18 +31,11 @@ def key_id(live: LiveServer, key: str) -> str:
     return next(line.split()[0] for line in rows if key[:10] in line)
 
 
-def db(live: LiveServer) -> sqlite3.Connection:
-    return sqlite3.connect(Path(live.env["FILLFRAME_DATA_DIR"]) / "fillframe.db")
-
-
 def account_ledger(live: LiveServer, client: httpx.Client) -> tuple[int, int]:
     account = client.get("/v2/me").json()["team"]["id"]
-    with db(live) as conn:
-        total = conn.execute(
-            "SELECT sum(amount) FROM credit_ledger WHERE account_id = ?", (account,)
-        ).fetchone()
-        balance = conn.execute("SELECT credits FROM accounts WHERE id = ?", (account,)).fetchone()
-    return total[0], balance[0]
+    [(total,)] = query(live.env, "SELECT sum(amount) FROM credit_ledger WHERE account_id = :a", a=account)
+    [(balance,)] = query(live.env, "SELECT credits FROM accounts WHERE id = :a", a=account)
+    return int(total), int(balance)
 
 
 async def submit_many(
@@ -85,11 +77,12 @@ def test_failed_and_cancelled_jobs_refund(live: LiveServer) -> None:
         assert wait_job(client, running)["status"] == "CANCELLED"
         assert client.get("/v2/me").json()["team"]["credits"] == 18
         assert account_ledger(live, client) == (18, 18)
-        with db(live) as conn:
-            rows = conn.execute(
-                "SELECT job_id, kind, amount FROM credit_ledger WHERE job_id IN (?, ?) ORDER BY id",
-                (failing, running),
-            ).fetchall()
+        rows = query(
+            live.env,
+            "SELECT job_id, kind, amount FROM credit_ledger WHERE job_id IN (:f, :r) ORDER BY id",
+            f=failing,
+            r=running,
+        )
         assert sorted(rows) == sorted(
             [(failing, "hold", -9), (failing, "refund", 9), (running, "hold", -9), (running, "refund", 9)]
         )
@@ -254,11 +247,9 @@ def test_another_accounts_upload_is_refused(live: LiveServer, client: httpx.Clie
         assert "does not exist for this account" in response.json()["details"]["fluxFillParams.image"][0]
 
 
-@pytest.mark.parametrize("ttl_hours", ["0.0005"])
-def test_uploads_expire(tmp_path: Path, ttl_hours: str) -> None:
-    env = fillframe_env(
-        tmp_path / "data", engine="tests.utils.engines:SleepEngine", upload_ttl_hours=ttl_hours
-    )
+def test_uploads_expire(tmp_path: Path, backend: str) -> None:
+    settings = {"engine": "tests.utils.engines:SleepEngine", "upload_ttl_hours": "0.0005"}
+    env = fillframe_env(tmp_path / "data", backend, **settings)
     server = LiveServer(env)
     try:
         key = create_key(env, "expiry")
@@ -271,3 +262,5 @@ def test_uploads_expire(tmp_path: Path, ttl_hours: str) -> None:
             assert response.status_code == 400 and "expired" in response.text
     finally:
         server.stop()
+        drop_backend(env)
+        drop_backend(env)

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body, wait_job
-from tests.utils.servers import LiveServer, WorkerProcess, create_key, fillframe_env
+from tests.utils.servers import LiveServer, WorkerProcess, create_key, drop_backend, fillframe_env
 
 IMAGE = data_uri(np.full((32, 32, 3), 60, np.uint8))
 MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 12))
 
 
-def lease_env(data_dir: Path, runlog: Path, **extra: str) -> dict[str, str]:
+def lease_env(data_dir: Path, backend: str, runlog: Path, **extra: str) -> dict[str, str]:
     return fillframe_env(
         data_dir,
+        backend,
         engine="tests.utils.engines:SleepEngine",
         test_sleep="3",
         test_runlog=str(runlog),
@@ -38,9 +39,9 @@ def wait_for_runs(runlog: Path, starts: int, timeout: float = 20) -> None:
     raise TimeoutError("the engine never started")
 
 
-def test_killed_worker_job_finishes_once_on_another(tmp_path: Path) -> None:
+def test_killed_worker_job_finishes_once_on_another(tmp_path: Path, backend: str) -> None:
     runlog = tmp_path / "runs.log"
-    env = lease_env(tmp_path / "data", runlog)
+    env = lease_env(tmp_path / "data", backend, runlog)
     api = LiveServer(env, "--no-worker")
     first = WorkerProcess(env, tmp_path / "w1.log")
     second = None
@@ -60,23 +61,21 @@ def test_killed_worker_job_finishes_once_on_another(tmp_path: Path) -> None:
             assert client.get("/v2/me").json()["team"]["credits"] == 91
         lines = runlog.read_text().split()
         assert lines.count("start") == 2 and lines.count("end") == 1
-        with sqlite3.connect(tmp_path / "data" / "fillframe.db") as db:
-            assert db.execute("SELECT attempts FROM jobs WHERE id = ?", (job_id,)).fetchone() == (2,)
-            assert db.execute("SELECT count(*) FROM files WHERE job_id = ?", (job_id,)).fetchone() == (1,)
-            kinds = db.execute(
-                "SELECT kind, amount FROM credit_ledger WHERE job_id = ? ORDER BY id", (job_id,)
-            )
-            assert kinds.fetchall() == [("hold", -9), ("capture", 0)]
+        assert query(env, "SELECT attempts FROM jobs WHERE id = :j", j=job_id) == [(2,)]
+        assert query(env, "SELECT count(*) FROM files WHERE job_id = :j", j=job_id) == [(1,)]
+        ledger = query(env, "SELECT kind, amount FROM credit_ledger WHERE job_id = :j ORDER BY id", j=job_id)
+        assert ledger == [("hold", -9), ("capture", 0)]
     finally:
         for proc in (first, second):
             if proc is not None:
                 proc.stop()
         api.stop()
+        drop_backend(env)
 
 
-def test_job_fails_and_refunds_once_after_its_last_attempt(tmp_path: Path) -> None:
+def test_job_fails_and_refunds_once_after_its_last_attempt(tmp_path: Path, backend: str) -> None:
     runlog = tmp_path / "runs.log"
-    env = lease_env(tmp_path / "data", runlog, max_attempts="1")
+    env = lease_env(tmp_path / "data", backend, runlog, max_attempts="1")
     api = LiveServer(env, "--no-worker")
     first = WorkerProcess(env, tmp_path / "w1.log")
     second = None
@@ -95,14 +94,12 @@ def test_job_fails_and_refunds_once_after_its_last_attempt(tmp_path: Path) -> No
             assert "stopped before finishing it (1 of 1 attempts)" in job["error"]
             time.sleep(2)  # further sweeps must not refund again
             assert client.get("/v2/me").json()["team"]["credits"] == 9
-        with sqlite3.connect(tmp_path / "data" / "fillframe.db") as db:
-            kinds = db.execute(
-                "SELECT kind, amount FROM credit_ledger WHERE job_id = ? ORDER BY id", (job_id,)
-            )
-            assert kinds.fetchall() == [("hold", -9), ("refund", 9)]
+        ledger = query(env, "SELECT kind, amount FROM credit_ledger WHERE job_id = :j ORDER BY id", j=job_id)
+        assert ledger == [("hold", -9), ("refund", 9)]
         assert runlog.read_text().count("start") == 1
     finally:
         for proc in (first, second):
             if proc is not None:
                 proc.stop()
         api.stop()
+        drop_backend(env)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.utils.backends import create_pg_database, drop_pg_database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,14 +56,23 @@ class ImageServer:
         self.httpd.server_close()
 
 
-def fillframe_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FILLFRAME_")}
+def fillframe_env(data_dir: Path, backend: str = "sqlite", **settings: str) -> dict[str, str]:
+    """Environment for a fillframe process; `backend="postgresql"` creates a fresh database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FILLFRAME_") or k == "FILLFRAME_TEST_PG"}
     env["FILLFRAME_DATA_DIR"] = str(data_dir)
+    if backend == "postgresql":
+        env["FILLFRAME_DATABASE_URL"] = create_pg_database()
     env["FILLFRAME_ALLOW_PRIVATE_URLS"] = "true"
     env["PYTHONPATH"] = str(ROOT)  # test engines live in tests/utils
     for key, value in settings.items():
         env[f"FILLFRAME_{key.upper()}"] = value
     return env
+
+
+def drop_backend(env: dict[str, str]) -> None:
+    url = env.get("FILLFRAME_DATABASE_URL")
+    if url:
+        drop_pg_database(url)
 
 
 def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
