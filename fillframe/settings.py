@@ -27,6 +27,17 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     secret: str | None = Field(default=None, description="URL-signing key; generated on first run.")
 
+    storage_url: str | None = Field(
+        default=None, description="Object store URL (s3://bucket/prefix, ...); default: DATA_DIR/files."
+    )
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    file_urls: Literal["api", "presigned"] = Field(
+        default="api", description="Result links served through the API, or presigned by the store."
+    )
+
     engine: str = "classic"
     worker_concurrency: int = Field(default=1, ge=1, le=64)
 

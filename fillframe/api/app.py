@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fillframe import __version__
 from fillframe.api import errors
 from fillframe.api.middleware import BodyLimit, RequestId
-from fillframe.api.routes import account, edit, files, health, jobs, uploads
+from fillframe.api.routes import account, edit, files, health, jobs, uploads, web
 from fillframe.db import Database
 from fillframe.jobs.queue import Notifier
 from fillframe.settings import Settings
@@ -68,7 +68,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (edit, jobs, uploads, account, files, health):
+    for module in (edit, jobs, uploads, account, files, health, web):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestId)

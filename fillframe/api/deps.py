@@ -10,7 +10,7 @@ from fillframe.accounts import AuthError, Caller, authenticate
 from fillframe.api.errors import ApiError
 from fillframe.db import Database
 from fillframe.settings import Settings
-from fillframe.storage import BlobStore
+from fillframe.storage import BlobStore, Linker
 
 
 def get_settings(request: Request) -> Settings:
@@ -31,6 +31,10 @@ def base_url(request: Request) -> str:
     return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
+def get_linker(request: Request) -> Linker:
+    return Linker(request.app.state.store, request.app.state.settings.signing_secret(), base_url(request))
+
+
 async def require_caller(
     request: Request,
     x_api_key: Annotated[str | None, Header(description="Your afk_ key.")] = None,
@@ -49,4 +53,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
+LinkerDep = Annotated[Linker, Depends(get_linker)]
 CallerDep = Annotated[Caller, Depends(require_caller)]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fillframe.db import jobs
-from fillframe.storage import signed_path
+from fillframe.storage import Linker
 
 _DATA_PREVIEW = 48
 
@@ -85,16 +85,11 @@ def _shorten_sources(params: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def job_view(row: Mapping[str, Any], base_url: str, secret: bytes) -> dict[str, Any]:
-    """The contract's job object for one row. `base_url` has no trailing slash."""
+async def job_view(row: dict[str, Any], linker: Linker) -> dict[str, Any]:
+    """The contract's job object for one row."""
     request = dict(row["request"])
     request["fluxFillParams"] = _shorten_sources(request["fluxFillParams"])
-    result = None
-    if row["result"] and not row["expired"]:
-        images = [
-            base_url + signed_path(secret, f["id"], f["ext"], f["expires"]) for f in row["result"]["files"]
-        ]
-        result = {"images": images}
+    result = await linker.result(row)
     return {
         "id": row["id"],
         "status": row["status"],

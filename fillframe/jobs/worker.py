@@ -35,7 +35,7 @@ from fillframe.jobs import queue, service
 from fillframe.jobs.queue import Notifier
 from fillframe.jobs.service import Outcome, StoredFile
 from fillframe.settings import Settings
-from fillframe.storage import EXTENSION_TYPES, BlobStore
+from fillframe.storage import EXTENSION_TYPES, BlobStore, output_key
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ class Worker:
             data, content_type = await asyncio.to_thread(encode_image, rgb, job.output_format)
             file_id = str(uuid.uuid4())
             ext = job.output_format
-            key = f"outputs/{file_id}.{ext}"
+            key = output_key(file_id, ext)
             await self.store.put(key, data)
             stored = StoredFile(file_id, key, ext, content_type or EXTENSION_TYPES[ext], len(data))
             return Outcome.completed([stored], out.notes)

@@ -33,7 +33,12 @@ async def me(caller: CallerDep, db: DbDep) -> dict:
 async def models(settings: SettingsDep) -> dict:
     return {
         "models": [
-            {"id": model_id, **info, "creditCost": settings.model_costs.get(model_id, 0)}
+            {
+                "id": model_id,
+                **info,
+                "creditCost": settings.model_costs.get(model_id, 0),
+                "engine": settings.engine,
+            }
             for model_id, info in MODELS.items()
         ]
     }

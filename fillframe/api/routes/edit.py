@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from fillframe import uploads
 from fillframe.accounts import Caller
-from fillframe.api.deps import BaseUrlDep, CallerDep, DbDep, SettingsDep
+from fillframe.api.deps import CallerDep, DbDep, LinkerDep, SettingsDep
 from fillframe.api.errors import ApiError
 from fillframe.billing import InsufficientCredits
 from fillframe.contract import TERMINAL, EditRequest, ErrorBody, JobView, SubmitResponse, source_kind
@@ -96,7 +96,7 @@ async def submit_edit(
     caller: CallerDep,
     db: DbDep,
     settings: SettingsDep,
-    base: BaseUrlDep,
+    linker: LinkerDep,
     idempotency_key: Annotated[
         str | None, Header(description=f"At most {MAX_KEY_LENGTH} characters; repeats return the same job.")
     ] = None,
@@ -141,9 +141,7 @@ async def submit_edit(
         headers["Preference-Applied"] = f"wait={wait}"
         row = await wait_until_done(db, submitted.job_id, wait)
         if row is not None:
-            return JSONResponse(
-                job_view(row, base, settings.signing_secret()), status_code=200, headers=headers
-            )
+            return JSONResponse(await job_view(row, linker), status_code=200, headers=headers)
     return JSONResponse(
         {"jobId": submitted.job_id, "status": submitted.status}, status_code=202, headers=headers
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from fillframe.api.deps import BaseUrlDep, CallerDep, DbDep, SettingsDep
+from fillframe.api.deps import CallerDep, DbDep, LinkerDep
 from fillframe.api.errors import ApiError
 from fillframe.contract import ErrorBody, JobList, JobStatus, JobView
 from fillframe.jobs import service
@@ -31,12 +31,12 @@ def parse_job_id(job_id: str) -> str:
     responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
     summary="Get a job",
 )
-async def get_one(job_id: str, caller: CallerDep, db: DbDep, settings: SettingsDep, base: BaseUrlDep) -> dict:
+async def get_one(job_id: str, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
     async with db.read() as conn:
         row = await get_job(conn, parse_job_id(job_id), caller.account_id)
     if row is None:
         raise ApiError(404, NOT_FOUND)
-    return job_view(row, base, settings.signing_secret())
+    return await job_view(row, linker)
 
 
 @router.get(
@@ -48,8 +48,7 @@ async def get_one(job_id: str, caller: CallerDep, db: DbDep, settings: SettingsD
 async def get_many(
     caller: CallerDep,
     db: DbDep,
-    settings: SettingsDep,
-    base: BaseUrlDep,
+    linker: LinkerDep,
     status: JobStatus | None = None,
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -63,9 +62,8 @@ async def get_many(
         rows, next_cursor = await list_jobs(
             conn, caller.account_id, limit=limit, status=status, model=model, cursor=after
         )
-    secret = settings.signing_secret()
     return {
-        "jobs": [job_view(r, base, secret) for r in rows],
+        "jobs": [await job_view(r, linker) for r in rows],
         "nextCursor": next_cursor,
         "hasMore": next_cursor is not None,
     }
@@ -77,7 +75,7 @@ async def get_many(
     responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
     summary="Cancel a queued or running job (credits are refunded)",
 )
-async def cancel(job_id: str, caller: CallerDep, db: DbDep, settings: SettingsDep, base: BaseUrlDep) -> dict:
+async def cancel(job_id: str, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
     job_id = parse_job_id(job_id)
     try:
         status = await service.cancel(db, job_id, caller.account_id)
@@ -88,4 +86,4 @@ async def cancel(job_id: str, caller: CallerDep, db: DbDep, settings: SettingsDe
     async with db.read() as conn:
         row = await get_job(conn, job_id, caller.account_id)
     assert row is not None
-    return job_view(row, base, settings.signing_secret())
+    return await job_view(row, linker)

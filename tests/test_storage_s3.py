@@ -1,0 +1,64 @@
+"""Results in an S3-compatible bucket (moto's server on loopback), linked through the API or
+presigned by the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.utils.images import decode
+from tests.utils.jobs import data_uri, edit_body, submit_and_wait
+from tests.utils.s3 import S3, start_s3
+from tests.utils.servers import LiveServer, create_key, drop_backend, fillframe_env
+
+RGB = np.full((32, 48, 3), 200, np.uint8)
+MASK = np.zeros((32, 48), np.uint8)
+MASK[8:24, 12:36] = 255
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3]:
+    server = start_s3()
+    yield server
+    server.server.stop()
+
+
+@pytest.mark.parametrize("file_urls", ["api", "presigned"])
+def test_results_live_in_the_bucket(tmp_path: Path, backend: str, s3: S3, file_urls: str) -> None:
+    bucket = s3.new_bucket()
+    env = fillframe_env(
+        tmp_path / "data",
+        backend,
+        engine="tests.utils.engines:SleepEngine",
+        test_sleep="0.05",
+        file_urls=file_urls,
+        **s3.settings(bucket),
+    )
+    server = LiveServer(env)
+    try:
+        key = create_key(env, "s3")
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
+            job = submit_and_wait(client, edit_body(data_uri(RGB), data_uri(MASK), output_format="png"))
+            assert job["status"] == "COMPLETED", job
+            url = job["result"]["images"][0]
+            stored = s3.keys(bucket)
+            assert len(stored) == 1 and stored[0].startswith("ff/outputs/") and stored[0].endswith(".png")
+            if file_urls == "presigned":
+                assert url.startswith(f"{s3.endpoint}/{bucket}/ff/outputs/") and "X-Amz-Signature" in url
+            else:
+                assert url.startswith(f"{server.url}/v2/files/")
+            download = httpx.get(url)
+            assert download.status_code == 200
+            out = decode(download.content)
+            assert (out[MASK == 0] == RGB[MASK == 0]).all() and (out[MASK == 255] == 128).all()
+            upload = client.post("/v2/uploads", files={"file": ("a.png", download.content)}).json()
+            assert any(k == f"ff/uploads/{upload['id']}.png" for k in s3.keys(bucket))
+            assert client.get(upload["url"]).content == download.content
+        assert not (tmp_path / "data" / "files").exists()
+    finally:
+        server.stop()
+        drop_backend(env)
