@@ -1,0 +1,106 @@
+"""Chaos on the scale-out topology: 2 API processes and 3 worker processes on PostgreSQL and S3,
+200 jobs, one worker SIGKILLed twice mid-run. Nothing is lost, run twice or charged twice."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from tests.test_storage_s3 import s3  # noqa: F401 - the moto server fixture
+from tests.utils.backends import query
+from tests.utils.jobs import data_uri, edit_body
+from tests.utils.s3 import S3
+from tests.utils.servers import LiveServer, WorkerProcess, create_key, drop_backend, fillframe_env
+
+JOBS = 200
+IMAGE = data_uri(np.full((24, 24, 3), 90, np.uint8))
+MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 8))
+
+
+async def submit_all(urls: list[str], key: str) -> list[str]:
+    clients = [httpx.AsyncClient(base_url=u, headers={"X-API-Key": key}, timeout=60) for u in urls]
+    try:
+        sem = asyncio.Semaphore(16)
+
+        async def one(client: httpx.AsyncClient, i: int) -> str:
+            async with sem:
+                body = edit_body(IMAGE, MASK, seed=i, output_format="png")
+                headers = {"Idempotency-Key": f"job-{i}"}
+                response = await client.post("/v2/images/edit", json=body, headers=headers)
+                assert response.status_code == 202, response.text
+                return response.json()["jobId"]
+
+        pairs = zip(itertools.cycle(clients), range(JOBS), strict=False)
+        return await asyncio.gather(*(one(c, i) for c, i in pairs))
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+def wait_for_progress(env: dict[str, str], done_at_least: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        [(done,)] = query(env, "SELECT count(*) FROM jobs WHERE status = 'COMPLETED'")
+        if done >= done_at_least:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"fewer than {done_at_least} jobs completed in {timeout} s")
+
+
+def test_two_apis_three_workers_one_killed_twice(tmp_path: Path, s3: S3) -> None:  # noqa: F811
+    bucket = s3.new_bucket()
+    runlog = tmp_path / "runs.log"
+    env = fillframe_env(
+        tmp_path / "data",
+        "postgresql",
+        engine="tests.utils.engines:SleepEngine",
+        test_sleep="0.4",
+        test_runlog=str(runlog),
+        lease_seconds="2",
+        poll_seconds="0.5",
+        worker_concurrency="2",
+        **s3.settings(bucket),
+    )
+    apis = [LiveServer(env, "--no-worker") for _ in range(2)]
+    workers = [WorkerProcess(env, tmp_path / f"worker{i}.log") for i in range(3)]
+    try:
+        key = create_key(env, "chaos", credits=9 * JOBS)
+        ids = asyncio.run(submit_all([a.url for a in apis], key))
+        assert len(set(ids)) == JOBS
+        for kill in range(2):
+            wait_for_progress(env, 40 * (kill + 1))
+            victim = workers[0]
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait()
+            workers[0] = WorkerProcess(env, tmp_path / f"worker0-restart{kill}.log")
+        wait_for_progress(env, JOBS, timeout=180)
+
+        statuses = Counter(s for (s,) in query(env, "SELECT status FROM jobs"))
+        assert statuses == {"COMPLETED": JOBS}
+        ledger = Counter(query(env, "SELECT job_id, kind FROM credit_ledger WHERE job_id IS NOT NULL"))
+        assert set(ledger.values()) == {1}
+        kinds = Counter(kind for _, kind in ledger)
+        assert kinds == {"hold": JOBS, "capture": JOBS}
+        [(balance,)] = query(env, "SELECT credits FROM accounts")
+        assert balance == 0
+        outputs = query(env, "SELECT job_id, storage_key FROM files WHERE kind = 'output'")
+        assert len(outputs) == JOBS and {j for j, _ in outputs} == set(ids)
+        in_bucket = set(s3.keys(bucket))
+        assert all(f"ff/{key_}" in in_bucket for _, key_ in outputs)
+        # Kills landed mid-job: some jobs ran more than once, but each finished once.
+        starts = runlog.read_text().count("start")
+        [(attempts,)] = query(env, "SELECT sum(attempts) FROM jobs")
+        assert starts >= JOBS and attempts >= JOBS
+    finally:
+        for w in workers:
+            w.stop()
+        for a in apis:
+            a.stop()
+        drop_backend(env)
