@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = 30.0
     model_costs: dict[str, int] = Field(default_factory=lambda: {"flux-fill-pro": 9})
 
+    # Webhooks (fillframe/webhooks): attempts at 0, 5 s, 5 min, 30 min, 2 h ... 24 h after the first.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_schedule_scale: float = Field(
+        default=1.0, gt=0, le=1, description="Multiplies the retry schedule; tests squeeze a day into seconds."
+    )
+    webhook_concurrency: int = Field(
+        default=4, ge=0, le=64, description="Delivery loops per worker process; 0: this process delivers none."
+    )
+
     # flux engine (optional extra `fillframe[flux]`): FLUX.1 Fill [dev] through diffusers, offline.
     flux_model: Path | None = Field(
         default=None, description="Local FLUX.1-Fill-dev snapshot in diffusers layout."

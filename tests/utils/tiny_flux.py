@@ -74,6 +74,7 @@ TINY_CLIP: dict[str, Any] = {
     "num_hidden_layers": 2,
     "max_position_embeddings": 77,
     "projection_dim": 32,
+    "vocab_size": 128,  # the tokenizer below uses ids < 100
     "bos_token_id": 0,
     "eos_token_id": 1,
     "pad_token_id": 1,
@@ -86,6 +87,7 @@ TINY_T5: dict[str, Any] = {
     "num_layers": 2,
     "num_heads": 4,
     "relative_attention_num_buckets": 8,
+    "vocab_size": 64,  # the tokenizer below uses ids < 50
     "is_encoder_decoder": False,
     "use_cache": False,
     "pad_token_id": 0,
@@ -102,10 +104,30 @@ SCHEDULER: dict[str, Any] = {  # FLUX.1's published scheduler config
     "max_image_seq_len": 4096,
 }
 
-_WORDS = "a an the of and with in on sky red blue green cat dog tree sea sun house garden".split()
+_WORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "and",
+    "with",
+    "in",
+    "on",
+    "sky",
+    "red",
+    "blue",
+    "green",
+    "cat",
+    "dog",
+    "tree",
+    "sea",
+    "sun",
+    "house",
+    "garden",
+]
 
 
-def _write_clip_tokenizer(folder: Path) -> CLIPTokenizer:
+def write_clip_tokenizer(folder: Path) -> CLIPTokenizer:
     """A character-level BPE vocabulary with a few merges, in CLIP's vocab.json/merges.txt form."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
@@ -115,15 +137,17 @@ def _write_clip_tokenizer(folder: Path) -> CLIPTokenizer:
     merges = ["t h", "th e</w>", "a n", "an d</w>", "o f</w>"]
     for merge in merges:
         vocab["".join(merge.split())] = len(vocab)
+    assert len(vocab) <= TINY_CLIP["vocab_size"]
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return CLIPTokenizer.from_pretrained(folder, model_max_length=77)
 
 
-def _write_t5_tokenizer(folder: Path) -> T5TokenizerFast:
+def write_t5_tokenizer(folder: Path) -> T5TokenizerFast:
     """A unigram vocabulary (letters plus a few words) as a tokenizers JSON, as T5's fast form."""
     folder.mkdir(parents=True, exist_ok=True)
     pieces = ["<pad>", "</s>", "<unk>", *string.ascii_lowercase, *("▁" + w for w in _WORDS)]
+    assert len(pieces) <= TINY_T5["vocab_size"]
     tok = Tokenizer(models.Unigram([(p, -1.0) for p in pieces], unk_id=2, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.save(str(folder / "tokenizer.json"))
@@ -132,24 +156,39 @@ def _write_t5_tokenizer(folder: Path) -> T5TokenizerFast:
     return T5TokenizerFast.from_pretrained(folder)
 
 
+def build_pipeline(
+    scratch: Path,
+    transformer: dict[str, Any],
+    vae: dict[str, Any],
+    clip: dict[str, Any],
+    t5: dict[str, Any],
+    seed: int = 0,
+) -> FluxFillPipeline:
+    """A FluxFillPipeline from configs with random weights drawn from `seed`.
+
+    Modules are created on torch's current default device and dtype (bench/gpu.py sets them to
+    build the full-size model on the GPU in bfloat16). `scratch` holds the written tokenizers;
+    their vocabularies are small, but the pipeline pads prompts to the same lengths as FLUX's
+    real tokenizers (77 for CLIP, 512 for T5), so the encoders do the same amount of work.
+    """
+    torch.manual_seed(seed)
+    return FluxFillPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
+        vae=AutoencoderKL(**vae).eval(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**clip)).eval(),
+        tokenizer=write_clip_tokenizer(scratch / "clip-tokenizer"),
+        text_encoder_2=T5EncoderModel(T5Config(**t5)).eval(),
+        tokenizer_2=write_t5_tokenizer(scratch / "t5-tokenizer"),
+        transformer=FluxTransformer2DModel(**transformer).eval(),
+    )
+
+
 def build_tiny_pipeline(
     scratch: Path, *, in_channels: int = FILL_IN_CHANNELS, seed: int = 0
 ) -> FluxFillPipeline:
-    """A float32 FluxFillPipeline with random weights drawn from `seed`; `scratch` holds tokenizers."""
-    torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(**{**TINY_TRANSFORMER, "in_channels": in_channels})
-    vae = AutoencoderKL(**TINY_VAE)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_CLIP))
-    text_encoder_2 = T5EncoderModel(T5Config(**TINY_T5))
-    return FluxFillPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
-        tokenizer=_write_clip_tokenizer(scratch / "clip-tokenizer"),
-        text_encoder_2=text_encoder_2.eval(),
-        tokenizer_2=_write_t5_tokenizer(scratch / "t5-tokenizer"),
-        transformer=transformer.eval(),
-    )
+    """The tiny float32 pipeline (random weights from `seed`); `scratch` holds tokenizers."""
+    transformer = {**TINY_TRANSFORMER, "in_channels": in_channels}
+    return build_pipeline(scratch, transformer, TINY_VAE, TINY_CLIP, TINY_T5, seed=seed)
 
 
 def save_tiny_pipeline(folder: Path, *, in_channels: int = FILL_IN_CHANNELS, seed: int = 0) -> Path:
