@@ -42,11 +42,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers/transformers are imported
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from fillframe.engines.base import FillJob  # noqa: E402
-from fillframe.engines.flux import FluxEngine  # noqa: E402
-from fillframe.settings import Settings  # noqa: E402
+from fillframe.engines.base import FillJob
+from fillframe.engines.flux import FluxEngine
+from fillframe.settings import Settings
 
 SETTINGS: dict[str, dict[str, bool]] = {
     "bf16": {},

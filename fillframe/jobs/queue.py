@@ -43,7 +43,8 @@ class Notifier:
         self._event.clear()
 
 
-def _claimable(now: Any) -> sa.Select[Any]:
+def _claim_statement(skip_locked: bool) -> sa.Update:
+    """Built once per dialect: the oldest runnable job whose account is under its concurrency limit."""
     other = jobs.alias("running")
     running = (
         sa.select(sa.func.count())
@@ -54,36 +55,41 @@ def _claimable(now: Any) -> sa.Select[Any]:
     limit = (
         sa.select(accounts.c.max_concurrent_jobs).where(accounts.c.id == jobs.c.account_id).scalar_subquery()
     )
-    return (
+    now = sa.bindparam("now")
+    candidate = (
         sa.select(jobs.c.id)
         .where(jobs.c.status == "QUEUED", jobs.c.run_after <= now, running < limit)
         .order_by(jobs.c.created_at)
         .limit(1)
     )
-
-
-async def claim(db: Database, worker_id: str, lease_seconds: float) -> dict[str, Any] | None:
-    """Take the oldest runnable job, mark it PROCESSING under a lease, and return its row."""
-    now = utcnow()
-    candidate = _claimable(now)
-    if not db.is_sqlite:
+    if skip_locked:
         candidate = candidate.with_for_update(skip_locked=True)
-    stmt = (
+    return (
         jobs.update()
         .where(jobs.c.id == candidate.scalar_subquery(), jobs.c.status == "QUEUED")
         .values(
             status="PROCESSING",
-            worker_id=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            worker_id=sa.bindparam("worker_id"),
+            lease_expires_at=sa.bindparam("lease_expires_at"),
             attempts=jobs.c.attempts + 1,
             started_at=sa.func.coalesce(jobs.c.started_at, now),
         )
         .returning(*jobs.c)
     )
+
+
+_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+_PG_LOCK = sa.text(f"SELECT pg_advisory_xact_lock({_PG_CLAIM_LOCK})")
+
+
+async def claim(db: Database, worker_id: str, lease_seconds: float) -> dict[str, Any] | None:
+    """Take the oldest runnable job, mark it PROCESSING under a lease, and return its row."""
+    now = utcnow()
+    params = {"now": now, "worker_id": worker_id, "lease_expires_at": now + timedelta(seconds=lease_seconds)}
     async with db.write() as conn:
         if not db.is_sqlite:
-            await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_CLAIM_LOCK})"))
-        row = (await conn.execute(stmt)).mappings().first()
+            await conn.execute(_PG_LOCK)
+        row = (await conn.execute(_CLAIM[not db.is_sqlite], params)).mappings().first()
     return dict(row) if row else None
 
 

@@ -1,0 +1,190 @@
+"""Queue throughput and dispatch latency, on SQLite and PostgreSQL, with a no-op engine.
+
+For 1, 2 and 4 `fillframe worker` processes: N jobs are queued at once and the time until the
+last one is COMPLETED gives jobs/s. Dispatch latency is submit -> PROCESSING (started_at -
+created_at) for jobs submitted one at a time through the API while workers idle.
+
+Baseline, measured in the same run on the same database: a bare SQL queue (insert, claim with
+UPDATE ... RETURNING, mark done; no service code, no images) driven from one process, so the
+ratio shows what our whole pipeline costs over raw round trips.
+
+Usage: .venv/bin/python bench/queue.py [--jobs 400] [--backends sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named queue.py: keep its folder off sys.path so the stdlib `queue` still imports.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fillframe.accounts import authenticate
+from fillframe.contract import EditRequest
+from fillframe.db import Database
+from fillframe.jobs import service
+from tests.utils.backends import create_pg_database, drop_pg_database, query, sync_url
+from tests.utils.jobs import data_uri, edit_body
+from tests.utils.servers import LiveServer, WorkerProcess, create_key, fillframe_env
+
+IMAGE = data_uri(np.full((8, 8, 3), 50, np.uint8))
+MASK = data_uri(np.pad(np.full((4, 4), 255, np.uint8), 2))
+
+
+def as_time(value: datetime | str) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value.replace(tzinfo=None)
+
+
+def env_for(backend: str, data_dir: Path) -> dict[str, str]:
+    return fillframe_env(
+        data_dir,
+        backend,
+        engine="tests.utils.engines:NoopEngine",
+        poll_seconds="0.05",
+        rate_limit_per_minute="0",
+    )
+
+
+async def queue_jobs(env: dict[str, str], key: str, n: int) -> None:
+    db = Database(env.get("FILLFRAME_DATABASE_URL") or f"sqlite:///{env['FILLFRAME_DATA_DIR']}/fillframe.db")
+    caller = await authenticate(db, key)
+    req = EditRequest.model_validate(edit_body(IMAGE, MASK, output_format="png"))
+    for _ in range(n):
+        await service.submit(db, caller, req, cost=0, max_attempts=3)
+    await db.close()
+
+
+def wait_all_done(env: dict[str, str], n: int, timeout: float = 600) -> float:
+    """Poll one connection every 10 ms (a new connection per poll would load PostgreSQL itself)."""
+    engine = sa.create_engine(sync_url(env))
+    deadline = time.monotonic() + timeout
+    try:
+        with engine.connect() as conn:
+            while time.monotonic() < deadline:
+                done = conn.execute(sa.text("SELECT count(*) FROM jobs WHERE status = 'COMPLETED'")).scalar()
+                conn.commit()
+                if done >= n:
+                    return time.monotonic()
+                time.sleep(0.01)
+    finally:
+        engine.dispose()
+    raise TimeoutError("jobs did not finish")
+
+
+def throughput(backend: str, workers: int, n: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = env_for(backend, Path(tmp))
+        key = create_key(env, "bench")
+        procs = [WorkerProcess(env, Path(tmp) / f"w{i}.log") for i in range(workers)]
+        try:
+            # Hold the queue shut (a concurrency limit of 0) while it fills, then open it at once.
+            query(env, "UPDATE accounts SET max_concurrent_jobs = 0")
+            asyncio.run(queue_jobs(env, key, n))
+            time.sleep(2.0)  # let workers import and load their engine
+            start = time.monotonic()
+            query(env, "UPDATE accounts SET max_concurrent_jobs = 100000")
+            end = wait_all_done(env, n)
+            return n / (end - start)
+        finally:
+            for p in procs:
+                p.stop()
+            if "FILLFRAME_DATABASE_URL" in env:
+                drop_pg_database(env["FILLFRAME_DATABASE_URL"])
+
+
+def dispatch_latency(backend: str, samples: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = env_for(backend, Path(tmp))
+        api = LiveServer(env, "--no-worker")
+        worker = WorkerProcess(env, Path(tmp) / "w.log")
+        try:
+            key = create_key(env, "bench")
+            time.sleep(2.0)
+            with httpx.Client(base_url=api.url, headers={"X-API-Key": key}) as client:
+                for _ in range(samples):
+                    client.post("/v2/images/edit", json=edit_body(IMAGE, MASK))
+                    time.sleep(0.05)
+            wait_all_done(env, samples)
+            rows = query(env, "SELECT created_at, started_at FROM jobs")
+            gaps = sorted((as_time(s) - as_time(c)).total_seconds() * 1000 for c, s in rows)
+            return statistics.median(gaps), gaps[int(0.99 * (len(gaps) - 1))]
+        finally:
+            worker.stop()
+            api.stop()
+            if "FILLFRAME_DATABASE_URL" in env:
+                drop_pg_database(env["FILLFRAME_DATABASE_URL"])
+
+
+def bare_sql_queue(backend: str, n: int) -> float:
+    """Jobs/s of a minimal SQL queue on the same backend: the floor our pipeline sits on."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if backend == "postgresql":
+            url = create_pg_database()
+            engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        else:
+            url = ""
+            engine = sa.create_engine(f"sqlite:///{tmp}/bare.db")
+        table = sa.Table(
+            "q",
+            sa.MetaData(),
+            sa.Column("id", sa.String(36), primary_key=True),
+            sa.Column("status", sa.String(16), index=True),
+            sa.Column("created", sa.Float, index=True),
+        )
+        table.metadata.create_all(engine)
+        with engine.begin() as conn:
+            rows = [{"id": str(uuid.uuid4()), "status": "Q", "created": i} for i in range(n)]
+            conn.execute(table.insert(), rows)
+        sub = sa.select(table.c.id).where(table.c.status == "Q").order_by(table.c.created).limit(1)
+        if backend == "postgresql":
+            sub = sub.with_for_update(skip_locked=True)
+        claim = (
+            table.update().where(table.c.id == sub.scalar_subquery()).values(status="P").returning(table.c.id)
+        )
+        start = time.monotonic()
+        for _ in range(n):
+            with engine.begin() as conn:
+                job_id = conn.execute(claim).scalar_one()
+            with engine.begin() as conn:
+                conn.execute(table.update().where(table.c.id == job_id).values(status="D"))
+        rate = n / (time.monotonic() - start)
+        engine.dispose()
+        if url:
+            drop_pg_database(url)
+        return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=400)
+    parser.add_argument("--latency-samples", type=int, default=100)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    print(f"{'backend':11} {'workers':>7} {'jobs/s':>8} {'bare SQL jobs/s':>16} {'ratio':>6}")
+    for backend in args.backends.split(","):
+        bare = bare_sql_queue(backend, args.jobs)
+        for workers in (1, 2, 4):
+            rate = throughput(backend, workers, args.jobs)
+            print(f"{backend:11} {workers:7d} {rate:8.1f} {bare:16.1f} {rate / bare:6.2f}", flush=True)
+        p50, p99 = dispatch_latency(backend, args.latency_samples)
+        print(f"{backend:11} dispatch (submit -> PROCESSING): p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
