@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     def files_dir(self) -> Path:
         return self.data_dir / "files"
 
-    def signing_secret(self) -> bytes:
-        """The configured secret, else one generated once and kept in the data dir."""
+    @cached_property
+    def _secret_bytes(self) -> bytes:
         if self.secret:
             return self.secret.encode()
         path = self.data_dir / "secret"
@@ -117,3 +117,7 @@ class Settings(BaseSettings):
             except FileExistsError:
                 pass
         return path.read_text().strip().encode()
+
+    def signing_secret(self) -> bytes:
+        """The configured secret, else one generated once and kept in the data dir (read once)."""
+        return self._secret_bytes

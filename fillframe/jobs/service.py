@@ -22,8 +22,10 @@ from fillframe.contract import TERMINAL, EditRequest
 from fillframe.db import Database, files, jobs, utcnow
 from fillframe.jobs import idempotency, queue
 from fillframe.jobs.idempotency import IdempotencyKey
-from fillframe.jobs.store import get_job
+from fillframe.jobs.store import get_job, iso
 from fillframe.limits import RateState
+from fillframe.storage import Linker
+from fillframe.webhooks import deliver, events
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,13 @@ async def submit(
     rate_limit: int = 0,
     idem: IdempotencyKey | None = None,
     idem_ttl: timedelta = timedelta(hours=24),
+    base_url: str | None = None,
 ) -> Submitted:
     """Count the rate, hold the credits, insert the QUEUED job (and its idempotency key) in one
-    transaction. Raises RateLimited, InsufficientCredits or KeyReused."""
+    transaction. Raises RateLimited, InsufficientCredits or KeyReused.
+
+    base_url: the host the caller used; the job's webhooks link results there unless PUBLIC_URL
+    is set."""
     params = req.fluxFillParams
     now = utcnow()
     row = {
@@ -95,6 +101,7 @@ async def submit(
         "webhook_url": req.effective_webhook_url,
         "webhook_events": req.effective_webhook_events,
         "webhook_status": None,
+        "base_url": base_url,
         "attempts": 0,
         "max_attempts": max_attempts,
         "cancel_requested": False,
@@ -109,7 +116,8 @@ async def submit(
             ):
                 return Submitted(original["jobId"], original["status"], replayed=True)
             rate = await limits.count_submit(conn, caller.key_id, rate_limit)
-            await billing.hold(conn, caller.account_id, row["id"], cost)
+            if not caller.unlimited:
+                await billing.hold(conn, caller.account_id, row["id"], cost)
             await conn.execute(jobs.insert().values(**row))
             await queue.announce(conn)
             if idem is not None:
@@ -134,13 +142,53 @@ async def _settle(conn: AsyncConnection, job_id: str, status: str) -> None:
         await billing.refund(conn, job_id)
 
 
+async def _queue_webhook(
+    conn: AsyncConnection,
+    job: dict[str, Any],
+    status: str,
+    *,
+    error: str | None = None,
+    error_code: str | None = None,
+    completed_at: str | None = None,
+    linker: Linker | None = None,
+) -> None:
+    """Inside a transaction that ends the job: queue its terminal webhook if it asked for one.
+
+    job: the row's id, model, credit_cost, webhook_url, webhook_events, base_url and (when
+    COMPLETED) result.
+    """
+    event = events.terminal_event(status)
+    if not job["webhook_url"] or not events.wants(job["webhook_events"], event):
+        return
+    if event == "completed":
+        if linker is None:
+            raise TypeError("Completing a job that has a webhook needs a Linker for its result links.")
+        if not linker.base_url and job["base_url"]:
+            linker = Linker(linker.store, linker.secret, job["base_url"])
+        links = await linker.result({"result": job["result"], "expired": False})
+        images = links["images"] if links else []
+        payload = events.completed_payload(
+            job["id"], job["model"], job["credit_cost"], images, completed_at or ""
+        )
+    else:
+        payload = events.failed_payload(job["id"], status, job["model"], error, error_code)
+    await deliver.enqueue(conn, job["id"], event, job["webhook_url"], payload)
+
+
 async def finish(
-    db: Database, job_id: str, outcome: Outcome, *, worker_id: str | None, retention: timedelta
+    db: Database,
+    job_id: str,
+    outcome: Outcome,
+    *,
+    worker_id: str | None,
+    retention: timedelta,
+    linker: Linker | None = None,
 ) -> bool:
     """End a PROCESSING job. With `worker_id`, only while that worker still holds the lease.
 
     Returns False (changing nothing) when the job is no longer this worker's to finish: a lease
-    that ran out and was claimed again must not be finished twice.
+    that ran out and was claimed again must not be finished twice. `linker` makes the result
+    links of a `completed` webhook (PUBLIC_URL as its base, else the job's own base_url).
     """
     now = utcnow()
     expires = now + retention
@@ -167,11 +215,21 @@ async def finish(
                 worker_id=None,
                 lease_expires_at=None,
             )
-            .returning(jobs.c.account_id)
+            .returning(
+                jobs.c.id,
+                jobs.c.account_id,
+                jobs.c.model,
+                jobs.c.credit_cost,
+                jobs.c.result,
+                jobs.c.webhook_url,
+                jobs.c.webhook_events,
+                jobs.c.base_url,
+            )
         )
-        account_id = changed.scalar()
-        if account_id is None:
+        job = changed.mappings().first()
+        if job is None:
             return False
+        account_id = job["account_id"]
         for f in outcome.files:
             await conn.execute(
                 files.insert().values(
@@ -188,6 +246,15 @@ async def finish(
                 )
             )
         await _settle(conn, job_id, outcome.status)
+        await _queue_webhook(
+            conn,
+            dict(job),
+            outcome.status,
+            error=outcome.error,
+            error_code=outcome.error_code,
+            completed_at=iso(now),
+            linker=linker,
+        )
     return True
 
 
@@ -224,7 +291,15 @@ async def cancel(db: Database, job_id: str, account_id: str) -> str | None:
     async with db.write() as conn:
         row = (
             await conn.execute(
-                sa.select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.account_id == account_id)
+                sa.select(
+                    jobs.c.id,
+                    jobs.c.status,
+                    jobs.c.model,
+                    jobs.c.credit_cost,
+                    jobs.c.webhook_url,
+                    jobs.c.webhook_events,
+                    jobs.c.base_url,
+                ).where(jobs.c.id == job_id, jobs.c.account_id == account_id)
             )
         ).first()
         if row is None:
@@ -244,6 +319,13 @@ async def cancel(db: Database, job_id: str, account_id: str) -> str | None:
                 )
             )
             await _settle(conn, job_id, "CANCELLED")
+            await _queue_webhook(
+                conn,
+                dict(row._mapping),
+                "CANCELLED",
+                error="The job was cancelled.",
+                error_code="cancelled",
+            )
             return "CANCELLED"
         await conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True))
         return "PROCESSING"
