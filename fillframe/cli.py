@@ -269,9 +269,7 @@ def _client(server: str | None, key: str | None) -> Fillframe:
     from fillframe.client import Fillframe
 
     if not server or not key:
-        raise click.UsageError(
-            "Give --server and --key, or set FILLFRAME_SERVER and FILLFRAME_API_KEY."
-        )
+        raise click.UsageError("Give --server and --key, or set FILLFRAME_SERVER and FILLFRAME_API_KEY.")
     return Fillframe(server, key)
 
 
@@ -354,9 +352,7 @@ def edit(
     if (mask is None) == (outpaint is None):
         raise click.UsageError("Give exactly one of --mask (inpaint) and --outpaint PRESET.")
     target, fmt = output_target(image, output, fmt)
-    params = {
-        k: v for k, v in {"seed": seed, "steps": steps, "guidance": guidance}.items() if v is not None
-    }
+    params = {k: v for k, v in {"seed": seed, "steps": steps, "guidance": guidance}.items() if v is not None}
     params["output_format"] = fmt
     if server:
         data, facts = _edit_on_server(server, key, image, mask, outpaint, prompt, params, timeout)
@@ -416,7 +412,13 @@ def _edit_on_server(
 
         try:
             job = client.edit_and_wait(
-                image, mask=mask, outpaint=outpaint, prompt=prompt, timeout=timeout, on_progress=show, **params
+                image,
+                mask=mask,
+                outpaint=outpaint,
+                prompt=prompt,
+                timeout=timeout,
+                on_progress=show,
+                **params,
             )
             data = client.download(job)
         except JobFailedError as exc:
