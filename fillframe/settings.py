@@ -17,57 +17,81 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FILLFRAME_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Path("./fillframe-data")
+    data_dir: Path = Field(
+        default=Path("./fillframe-data"), description="SQLite file, result files and the generated secret."
+    )
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: SQLite file in DATA_DIR."
+        default=None, description="postgresql://... for many processes; default: SQLite file in DATA_DIR."
     )
     public_url: str | None = Field(
-        default=None, description="Base URL for result links; default: the request's own host."
+        default=None, description="Base URL in result links and webhooks; default: the request's own host."
     )
-    allow_private_urls: bool = False
-    secret: str | None = Field(default=None, description="URL-signing key; generated on first run.")
+    allow_private_urls: bool = Field(
+        default=False, description="Fetch images from loopback/private addresses (local development, tests)."
+    )
+    secret: str | None = Field(
+        default=None, description="Signs result links; generated and kept in DATA_DIR on first run if unset."
+    )
 
     storage_url: str | None = Field(
-        default=None, description="Object store URL (s3://bucket/prefix, ...); default: DATA_DIR/files."
+        default=None, description="Object store for files (s3://bucket/prefix); default: DATA_DIR/files."
     )
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
+    s3_endpoint: str | None = Field(default=None, description="S3-compatible endpoint URL (MinIO, R2, ...).")
+    s3_region: str | None = Field(default=None, description="S3 region.")
+    s3_access_key_id: str | None = Field(default=None, description="S3 access key id.")
+    s3_secret_access_key: str | None = Field(default=None, description="S3 secret access key.")
     file_urls: Literal["api", "presigned"] = Field(
-        default="api", description="Result links served through the API, or presigned by the store."
+        default="api", description="Result links served through the API (`api`) or presigned by the store."
     )
 
-    engine: str = "classic"
-    worker_concurrency: int = Field(default=1, ge=1, le=64)
+    engine: str = Field(
+        default="classic", description="`classic`, `flux`, `bfl`, or `package.module:Class` for your own."
+    )
+    worker_concurrency: int = Field(default=1, ge=1, le=64, description="Jobs a worker process runs at once.")
 
-    max_body_bytes: int = 40 * 1024 * 1024
-    max_image_bytes: int = 25 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    max_output_pixels: int = 4 * 1024 * 1024
-    fetch_timeout_seconds: float = 20.0
-    max_redirects: int = 5
+    max_body_bytes: int = Field(default=40 * 1024 * 1024, description="Largest request body (413 beyond).")
+    max_image_bytes: int = Field(
+        default=25 * 1024 * 1024, description="Largest image or mask fetched or sent."
+    )
+    max_pixels: int = Field(default=40_000_000, description="Largest decoded image (width x height).")
+    max_output_pixels: int = Field(
+        default=4 * 1024 * 1024, description="Outpaint canvases are scaled down to stay within this."
+    )
+    fetch_timeout_seconds: float = Field(default=20.0, description="Deadline for fetching one image URL.")
+    max_redirects: int = Field(default=5, description="Redirects followed (each re-checked) per image URL.")
 
-    max_upload_bytes: int = 25 * 1024 * 1024
-    upload_ttl_hours: float = 24.0
-    idempotency_ttl_hours: float = 24.0
-    rate_limit_per_minute: int = Field(default=600, ge=0, description="Per key; 0 = unlimited.")
-    max_wait_seconds: int = 60
-    retention_days: float = 7.0
-    lease_seconds: float = 60.0
-    max_attempts: int = 3
-    poll_seconds: float = 1.0
-    job_timeout_seconds: float = 900.0
-    shutdown_grace_seconds: float = 30.0
-    model_costs: dict[str, int] = Field(default_factory=lambda: {"flux-fill-pro": 9})
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, description="Largest `POST /v2/uploads` file.")
+    upload_ttl_hours: float = Field(default=24.0, description="How long an upload stays usable.")
+    idempotency_ttl_hours: float = Field(default=24.0, description="How long an Idempotency-Key is kept.")
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0, description="Submits per key per minute (0 = unlimited); per key via the CLI."
+    )
+    max_wait_seconds: int = Field(default=60, description="Ceiling for `Prefer: wait=N`.")
+    retention_days: float = Field(default=7.0, description="How long results (and their links) are kept.")
+    lease_seconds: float = Field(default=60.0, description="A silent worker's job is requeued after this.")
+    max_attempts: int = Field(default=3, description="Runs of one job before it fails (and is refunded).")
+    poll_seconds: float = Field(default=1.0, description="Idle workers' backstop poll of the queue.")
+    job_timeout_seconds: float = Field(default=900.0, description="An engine run longer than this fails.")
+    shutdown_grace_seconds: float = Field(
+        default=30.0, description="On SIGTERM, running jobs get this long before they are handed back."
+    )
+    model_costs: dict[str, int] = Field(
+        default_factory=lambda: {"flux-fill-pro": 9}, description="Credits per model, as JSON."
+    )
 
     # Webhooks (fillframe/webhooks): attempts at 0, 5 s, 5 min, 30 min, 2 h ... 24 h after the first.
-    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one delivery attempt.")
     webhook_schedule_scale: float = Field(
-        default=1.0, gt=0, le=1, description="Multiplies the retry schedule; tests squeeze a day into seconds."
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Multiplies the retry schedule; tests squeeze a day into seconds.",
     )
     webhook_concurrency: int = Field(
-        default=4, ge=0, le=64, description="Delivery loops per worker process; 0: this process delivers none."
+        default=4,
+        ge=0,
+        le=64,
+        description="Delivery loops per worker process; 0: this process delivers none.",
     )
 
     # flux engine (optional extra `fillframe[flux]`): FLUX.1 Fill [dev] through diffusers, offline.
@@ -78,18 +102,30 @@ class Settings(BaseSettings):
         default=None, description="Optional single-file transformer; configs come from FLUX_MODEL."
     )
     flux_device: str = Field(default="auto", description="auto | cuda | cuda:N | cpu")
-    flux_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    flux_cpu_offload: bool = False
-    flux_compile: bool = False
-    flux_fp8: bool = False
-    flux_guidance_factor: float = Field(default=10.0, gt=0)
+    flux_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="auto: bfloat16 on GPU, float32 on CPU."
+    )
+    flux_cpu_offload: bool = Field(default=False, description="Model CPU offload (less GPU memory, slower).")
+    flux_compile: bool = Field(default=False, description="torch.compile the transformer.")
+    flux_fp8: bool = Field(
+        default=False, description="FP8 weights through torchao (needs an FP8-capable GPU)."
+    )
+    flux_guidance_factor: float = Field(
+        default=10.0, gt=0, description="Pipeline guidance = clamp(factor x API guidance, 1.5, 100)."
+    )
 
     # bfl engine: Black Forest Labs' hosted FLUX.1 Fill [pro] with the operator's key.
-    bfl_api_key: SecretStr | None = None  # SecretStr: never shown in a repr or a log
-    bfl_base_url: str = "https://api.bfl.ai"
-    bfl_guidance_factor: float = Field(default=20.0, gt=0)
-    bfl_poll_seconds: float = Field(default=1.0, gt=0)
-    bfl_timeout_seconds: float = Field(default=600.0, gt=0)
+    bfl_api_key: SecretStr | None = Field(
+        default=None, description="Your Black Forest Labs key (never logged)."
+    )
+    bfl_base_url: str = Field(default="https://api.bfl.ai", description="BFL region base URL.")
+    bfl_guidance_factor: float = Field(
+        default=20.0, gt=0, description="Upstream guidance = clamp(factor x API guidance, 1.5, 100)."
+    )
+    bfl_poll_seconds: float = Field(default=1.0, gt=0, description="Interval between upstream polls.")
+    bfl_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="Give up on an upstream job after this."
+    )
 
     @cached_property
     def sqlite_path(self) -> Path:
