@@ -48,8 +48,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def load_and_log() -> Settings:
+    """Settings for a long-running process, with logging set up from them."""
+    from fillframe import logs
+
+    settings = load_settings()
+    logs.setup(settings.log_level, settings.log_format)
+    return settings
 
 
 @click.group()
@@ -68,8 +73,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
 
     from fillframe.api.app import create_app
 
-    setup_logging()
-    settings = load_settings()
+    settings = load_and_log()
     migrate_db(settings)
     app = create_app(settings, run_worker=not no_worker)
     uvicorn.run(
@@ -84,7 +88,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
 async def _run_worker(settings: Settings) -> None:
     from fillframe.db import Database
     from fillframe.engines import create_engine
-    from fillframe.jobs.worker import Worker
+    from fillframe.jobs.worker import Worker, stop_gracefully
     from fillframe.storage import BlobStore
 
     engine = create_engine(settings)
@@ -97,21 +101,25 @@ async def _run_worker(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(worker.run(stop))
     logging.getLogger("fillframe.worker").info("worker %s running engine %s", worker.id, engine.name)
-    await stop.wait()
-    try:
-        await asyncio.wait_for(asyncio.shield(task), settings.shutdown_grace_seconds)
-    except TimeoutError:
-        worker.shutdown_running()
-        await asyncio.wait_for(task, 10)
+    await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    await stop_gracefully(worker, task, settings.shutdown_grace_seconds)
     await db.close()
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()
 
 
 @main.command()
 def worker() -> None:
     """Run workers only (scale-out): claim jobs from the shared database and fill them."""
-    setup_logging()
-    settings = load_settings()
+    settings = load_and_log()
     migrate_db(settings)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        from fillframe.metrics import REGISTRY
+
+        start_http_server(settings.worker_metrics_port, registry=REGISTRY)
     run(_run_worker(settings))
 
 

@@ -92,6 +92,26 @@ class FluxFillParams(_Strict):
 
 
 class EditRequest(_Strict):
+    # The seed page's request, as the document's example (and Schemathesis's first case).
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "prompt": "a sleek silver sports car on a coastal highway at sunset, hyper-realistic",
+                    "model": "flux-fill-pro",
+                    "fluxFillParams": {
+                        "image": "https://example.com/input.jpg",
+                        "mode": "inpaint",
+                        "mask": "https://example.com/mask.png",
+                        "outpaint": "Zoom out 1.5x",
+                    },
+                }
+            ]
+        },
+    )
+
     model: str
     fluxFillParams: FluxFillParams
     prompt: str | None = Field(default=None, min_length=1, max_length=2000)
@@ -183,3 +203,76 @@ class JobList(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     details: dict[str, list[str]] | None = None
+
+
+class InsufficientCreditsBody(ErrorBody):
+    """402: the hold did not fit the balance."""
+
+    creditsRequired: int
+    creditsAvailable: int
+
+
+class NotCancellableBody(ErrorBody):
+    """409 on cancel: the job had already ended, in `status`."""
+
+    status: JobStatus
+
+
+class UploadView(BaseModel):
+    id: str
+    url: str = Field(description="Pass it as `fluxFillParams.image` or `mask`.")
+    kind: Literal["image"]
+    contentType: Literal["image/jpeg", "image/png", "image/webp"]
+    byteSize: int = Field(ge=1)
+    expiresAt: str
+
+
+class MeUser(BaseModel):
+    id: str
+    name: str
+
+
+class MeTeam(BaseModel):
+    id: str
+    name: str
+    credits: int | None = Field(description="The balance; null for an unlimited account.")
+    unlimited: bool
+    plan: str
+    maxConcurrentJobs: int
+
+
+class MeApiKey(BaseModel):
+    id: str
+    name: str
+    prefix: str
+
+
+class MeView(BaseModel):
+    user: MeUser
+    team: MeTeam
+    apiKey: MeApiKey
+
+
+class ModelInfo(BaseModel):
+    id: str
+    name: str
+    provider: str
+    modality: str
+    endpoint: str
+    paramsKey: str
+    description: str
+    creditCost: int
+    engine: str = Field(description="The fill engine this server runs the model on.")
+
+
+class ModelCatalog(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: Literal["up", "down"]

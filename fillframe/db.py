@@ -86,6 +86,8 @@ jobs = sa.Table(
     sa.Column("webhook_url", sa.Text, nullable=True),
     sa.Column("webhook_events", sa.JSON, nullable=True),
     sa.Column("webhook_status", sa.String(16), nullable=True),
+    # Where result links in this job's webhooks point when PUBLIC_URL is unset: the submit's host.
+    sa.Column("base_url", sa.Text, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("max_attempts", sa.Integer, nullable=False, default=3),
     sa.Column("worker_id", sa.String(64), nullable=True),
@@ -147,6 +149,28 @@ files = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
     sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+)
+
+# The webhook outbox: one row per terminal event, written in the transaction that ends the job
+# (fillframe/webhooks/deliver.py). Progress events are best-effort and never stored here.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # the `webhook-id` header, same on every retry
+    sa.Column("job_id", sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),  # completed | failed
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the exact body, byte-identical on every attempt
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("locked_by", sa.String(64), nullable=True),  # the claim of the attempt in flight
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("job_id", "event", name="uq_webhook_job_event"),
+    sa.Index("ix_webhook_due", "status", "next_attempt_at"),
 )
 
 

@@ -79,6 +79,17 @@ class Settings(BaseSettings):
         default_factory=lambda: {"flux-fill-pro": 9}, description="Credits per model, as JSON."
     )
 
+    max_concurrent_fetches: int = Field(
+        default=8, ge=1, description="Image downloads a worker process runs at once."
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="`auto`: readable on a terminal, JSON lines otherwise."
+    )
+    worker_metrics_port: int | None = Field(
+        default=None, description="`fillframe worker` serves /metrics on this port when set."
+    )
+
     # Webhooks (fillframe/webhooks): attempts at 0, 5 s, 5 min, 30 min, 2 h ... 24 h after the first.
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one delivery attempt.")
     webhook_schedule_scale: float = Field(

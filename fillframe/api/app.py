@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
 from fillframe import __version__
-from fillframe.api import errors
-from fillframe.api.middleware import BodyLimit, RequestId
+from fillframe.api import errors, openapi
+from fillframe.api.middleware import BodyLimit, RequestContext
 from fillframe.api.routes import account, edit, files, health, jobs, uploads, web
 from fillframe.db import Database
 from fillframe.jobs.queue import Notifier
@@ -21,27 +23,39 @@ from fillframe.storage import BlobStore
 log = logging.getLogger(__name__)
 
 
+def _exit_if_failed(task: asyncio.Task[None]) -> None:
+    """A worker that cannot start (its engine failed to load) takes the server down, loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("the in-process worker stopped: %s", task.exception(), exc_info=task.exception())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @contextlib.asynccontextmanager
 async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
-    """Run an in-process worker beside the API for the app's lifetime."""
-    from fillframe.engines import create_engine  # engines import heavy libraries; only when used
-    from fillframe.jobs.worker import Worker
+    """Run an in-process worker beside the API for the app's lifetime.
 
-    engine = create_engine(settings)
-    await asyncio.to_thread(engine.load)
-    worker = Worker(settings, app.state.db, app.state.store, engine, app.state.notifier)
+    The engine is imported and loaded in the background, so the API answers at once (jobs wait
+    QUEUED until the engine is ready); `/readyz` tells which.
+    """
+    from fillframe.engines import create_engine
+    from fillframe.jobs.worker import Worker, stop_gracefully
+
     stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    app.state.worker = worker
+    app.state.worker = None
+
+    async def start_and_run() -> None:
+        engine = await asyncio.to_thread(create_engine, settings)
+        await asyncio.to_thread(engine.load)
+        app.state.worker = Worker(settings, app.state.db, app.state.store, engine, app.state.notifier)
+        await app.state.worker.run(stop)
+
+    task = asyncio.create_task(start_and_run())
+    task.add_done_callback(_exit_if_failed)
     try:
         yield
     finally:
         stop.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), settings.shutdown_grace_seconds)
-        except TimeoutError:
-            worker.shutdown_running()
-            await asyncio.wait_for(task, 10)
+        await stop_gracefully(app.state.worker, task, settings.shutdown_grace_seconds)
 
 
 def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
@@ -68,8 +82,9 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    openapi.install(app)
     for module in (edit, jobs, uploads, account, files, health, web):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestId)
+    app.add_middleware(RequestContext)
     return app

@@ -1,15 +1,22 @@
-"""Pure ASGI middleware (no per-request task overhead): request ids and the body-size limit."""
+"""Pure ASGI middleware (no per-request task overhead): request context and the body-size limit."""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fillframe import logs, metrics
 
-class RequestId:
-    """Echo a sane `X-Request-Id` from the caller, or make one, on every response."""
+log = logging.getLogger("fillframe.http")
+
+
+class RequestContext:
+    """Per request: echo a sane `X-Request-Id` (or make one) and bind it for logs; time the request
+    into the latency histogram by route template; write one access log line."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -20,16 +27,33 @@ class RequestId:
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"")
         ok = 0 < len(given) <= 128 and all(32 < c < 127 for c in given)
-        request_id = given if ok else uuid.uuid4().hex.encode()
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        rid = given if ok else uuid.uuid4().hex.encode()
+        token = logs.request_id.set(rid.decode())
+        status = 500
+        start = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id)]
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(elapsed)
+            log.info(
+                "%s %s %s",
+                scope["method"],
+                template,
+                status,
+                extra={"fields": {"status": status, "ms": round(elapsed * 1000, 2)}},
+            )
+            logs.request_id.reset(token)
 
 
 class BodyLimit:

@@ -235,8 +235,12 @@ def parse_data_uri(uri: str, max_bytes: int, *, what: str = "image") -> bytes:
 # --- fetching --------------------------------------------------------------------------------
 
 
-class _Refused(Exception):
-    """A guard or transport failure inside `fetch_url`; its message is a clause."""
+class Refused(Exception):
+    """A guard or transport failure; its message is a clause ("the host x could not be resolved")."""
+
+
+class Unresolved(Refused):
+    """The host name did not resolve: unlike a refused address, this may pass if tried later."""
 
 
 async def _resolve(host: str, port: int) -> list[IPAddress]:
@@ -244,45 +248,57 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise _Refused(f"the host name {host} could not be resolved") from None
+        raise Unresolved(f"the host name {host} could not be resolved") from None
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
         if ip not in addresses:
             addresses.append(ip)
     if not addresses:
-        raise _Refused(f"the host name {host} could not be resolved")
+        raise Unresolved(f"the host name {host} could not be resolved")
     return addresses
 
 
-async def _checked_addresses(
-    url: httpx.URL, allow_private: bool, allowed_networks: Sequence[Network]
+async def checked_addresses(
+    url: httpx.URL, allow_private: bool, allowed_networks: Sequence[Network] = ()
 ) -> list[IPAddress]:
-    """Resolve once; refuse if ANY address is refused (a mixed answer is a rebinding trick)."""
+    """Check the URL, resolve its host once and refuse if ANY address is refused (a mixed answer
+    is a rebinding trick). Pass the result to `send_pinned`. Raises Refused (Unresolved when the
+    name did not resolve)."""
     problem = _url_problem(str(url), allow_private, allowed_networks)
     if problem is not None:
-        raise _Refused(problem)
+        raise Refused(problem)
     host = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
     addresses = await _resolve(host, port)
     for ip in addresses:
         kind = address_problem(ip, allow_private, allowed_networks)
         if kind is not None:
-            raise _Refused(_refusal(ip, kind, url.host))
+            raise Refused(_refusal(ip, kind, url.host))
     return addresses
 
 
-async def _send_pinned(
-    client: httpx.AsyncClient, url: httpx.URL, addresses: Iterable[IPAddress]
+async def send_pinned(
+    client: httpx.AsyncClient,
+    url: httpx.URL,
+    addresses: Iterable[IPAddress],
+    *,
+    method: str = "GET",
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """GET `url` connecting to the checked addresses only, in order, first that connects wins."""
+    """Send to `url` connecting to the checked addresses only, in order, first that connects wins.
+
+    The response is streamed: the caller reads and closes it. Redirects are never followed here.
+    """
     host_is_name = _literal_ip(url.host) is None
     last_error: httpx.ConnectError | None = None
     for ip in addresses:
         request = client.build_request(
-            "GET",
+            method,
             url.copy_with(host=str(ip)),
-            headers={"Host": url.netloc.decode("ascii")},
+            content=content,
+            headers={**(headers or {}), "Host": url.netloc.decode("ascii")},
             # TLS: SNI and certificate check use the name the user gave, not the IP.
             extensions={"sni_hostname": url.raw_host.decode("ascii")} if host_is_name else {},
         )
@@ -290,13 +306,16 @@ async def _send_pinned(
             return await client.send(request, stream=True)
         except httpx.ConnectError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise _Refused(f"the TLS certificate of {url.host} could not be verified") from exc
+                raise Refused(f"the TLS certificate of {url.host} could not be verified") from exc
             last_error = exc
-    raise _Refused(f"could not connect to {url.host}") from last_error
+    raise Refused(f"could not connect to {url.host}") from last_error
+
+
+_send_pinned = send_pinned  # the name tests/imaging/test_fetch.py imports
 
 
 async def _read_limited(response: httpx.Response, max_bytes: int) -> bytes:
-    too_big = _Refused(f"the response exceeded {size_text(max_bytes)}")
+    too_big = Refused(f"the response exceeded {size_text(max_bytes)}")
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_big
@@ -320,23 +339,23 @@ async def _fetch(
         headers=headers, follow_redirects=False, trust_env=False, timeout=None
     ) as client:
         for _hop in range(max_redirects + 1):
-            addresses = await _checked_addresses(url, allow_private, allowed_networks)
-            response = await _send_pinned(client, url, addresses)
+            addresses = await checked_addresses(url, allow_private, allowed_networks)
+            response = await send_pinned(client, url, addresses)
             try:
                 if response.is_redirect:
                     location = response.headers["location"]
                     try:
                         url = url.join(location)
                     except (httpx.InvalidURL, ValueError):
-                        raise _Refused(f"{url.host} redirected to an invalid URL") from None
+                        raise Refused(f"{url.host} redirected to an invalid URL") from None
                     continue
                 if not response.is_success:
                     reason = f" {response.reason_phrase}" if response.reason_phrase else ""
-                    raise _Refused(f"the server answered {response.status_code}{reason}")
+                    raise Refused(f"the server answered {response.status_code}{reason}")
                 return await _read_limited(response, max_bytes)
             finally:
                 await response.aclose()
-        raise _Refused(f"there were more than {max_redirects} redirects")
+        raise Refused(f"there were more than {max_redirects} redirects")
 
 
 async def fetch_url(
@@ -359,11 +378,11 @@ async def fetch_url(
         # The raw string first: httpx.URL would quietly percent-encode spaces and the like.
         problem = _url_problem(url, allow_private, networks)
         if problem is not None:
-            raise _Refused(problem)
+            raise Refused(problem)
         parsed = httpx.URL(url)
         async with asyncio.timeout(timeout):
             return await _fetch(parsed, allow_private, max_bytes, max_redirects, networks)
-    except _Refused as exc:
+    except Refused as exc:
         raise InvalidInput(f"Could not fetch {what}: {exc}.") from None
     except (TimeoutError, httpx.TimeoutException):
         raise InvalidInput(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fillframe import uploads
+from fillframe import logs, metrics, uploads
 from fillframe.db import Database
 from fillframe.engines.base import Engine, FillJob, FillOutput
 from fillframe.errors import Cancelled, FillError, TimedOut
@@ -31,11 +31,12 @@ from fillframe.imaging.decode import decode_image, decode_mask
 from fillframe.imaging.encode import encode_image
 from fillframe.imaging.fetch import load_source
 from fillframe.imaging.masks import check_same_size
-from fillframe.jobs import queue, service
+from fillframe.jobs import queue, retention, service
 from fillframe.jobs.queue import Notifier
 from fillframe.jobs.service import Outcome, StoredFile
 from fillframe.settings import Settings
-from fillframe.storage import EXTENSION_TYPES, BlobStore, output_key
+from fillframe.storage import EXTENSION_TYPES, BlobStore, Linker, output_key
+from fillframe.webhooks import deliver
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,18 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[str, RunState] = {}
         self.retention = timedelta(days=settings.retention_days)
+        self.fetches = asyncio.Semaphore(settings.max_concurrent_fetches)
+        # Result links in `completed` webhooks; without PUBLIC_URL, each job's submit host.
+        self.linker = Linker(store, settings.signing_secret(), settings.public_url or "")
+        self.deliverer = deliver.Deliverer(db, settings)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run `worker_concurrency` claim loops and a lease sweeper until `stop` is set."""
+        """Run `worker_concurrency` claim loops, a lease sweeper and `webhook_concurrency`
+        webhook delivery loops until `stop` is set."""
         tasks = [asyncio.create_task(self._loop(stop)) for _ in range(self.settings.worker_concurrency)]
         tasks.append(asyncio.create_task(self._sweep(stop)))
+        if self.settings.webhook_concurrency:
+            tasks.append(asyncio.create_task(self.deliverer.run(stop)))
         if not self.db.is_sqlite:
             tasks.append(asyncio.create_task(queue.listen(self.db, self.notifier, stop)))
         try:
@@ -169,7 +177,11 @@ class Worker:
                 await self._idle(stop)
                 continue
             try:
-                await self.run_job(row)
+                token = logs.job_id.set(row["id"])
+                try:
+                    await self.run_job(row)
+                finally:
+                    logs.job_id.reset(token)
             except Exception:
                 # The job keeps its lease and is retried after it runs out; the loop lives on.
                 log.exception("job %s could not be finished", row["id"])
@@ -179,16 +191,25 @@ class Worker:
         interval = max(0.5, min(10.0, self.settings.lease_seconds / 4))
         while not stop.is_set():
             try:
+                await retention.purge(self.db, self.store)
                 for job_id in await queue.requeue_expired(self.db):
                     await service.finish_abandoned(self.db, job_id, self.retention)
+                    self.deliverer.wake()
                 self.notifier.notify()
             except Exception:
                 log.exception("lease sweep failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
-    async def _watch(self, job_id: str, state: RunState, done: asyncio.Event) -> None:
-        """Renew the lease, store progress, and turn a cancel request into `state.halt`.
+    async def _watch(
+        self,
+        job_id: str,
+        state: RunState,
+        done: asyncio.Event,
+        progress_hook: deliver.ProgressSender | None = None,
+    ) -> None:
+        """Renew the lease, store progress, offer it to the progress webhook, and turn a cancel
+        request into `state.halt`.
 
         Stops when `done` is set, never by task cancellation: cancelling a task in the middle of
         an aiosqlite call can leave its transaction open and the database locked.
@@ -202,6 +223,8 @@ class Worker:
                 await asyncio.wait_for(done.wait(), _WATCH_SECONDS)
             if done.is_set():
                 return
+            if progress_hook is not None:
+                progress_hook.offer(state.progress, time.monotonic())
             try:
                 if state.progress != last_progress or time.monotonic() - last_renew >= renew_every:
                     last_progress = state.progress
@@ -221,12 +244,15 @@ class Worker:
         state = RunState()
         self.running[job_id] = state
         done = asyncio.Event()
-        watcher = asyncio.create_task(self._watch(job_id, state, done))
+        progress_hook = await self._progress_hook(row)
+        watcher = asyncio.create_task(self._watch(job_id, state, done, progress_hook))
         try:
             outcome = await self._execute(row, state)
         finally:
             done.set()
             await watcher
+            if progress_hook is not None:
+                await progress_hook.close()
             self.running.pop(job_id, None)
         if state.reason == "shutdown":
             await queue.release(self.db, job_id, self.id)
@@ -235,8 +261,21 @@ class Worker:
         if state.reason == "lost":
             await self._discard(outcome)
             return
-        if not await service.finish(self.db, job_id, outcome, worker_id=self.id, retention=self.retention):
+        finished = await service.finish(
+            self.db, job_id, outcome, worker_id=self.id, retention=self.retention, linker=self.linker
+        )
+        if not finished:
             await self._discard(outcome)
+            return
+        self.deliverer.wake()
+
+    async def _progress_hook(self, row: dict[str, Any]) -> deliver.ProgressSender | None:
+        """Progress webhooks are best-effort: a failure to set them up never fails the job."""
+        try:
+            return await deliver.progress_sender(self.db, row, self.settings)
+        except Exception:
+            log.exception("progress webhooks for job %s are off", row["id"])
+            return None
 
     async def _discard(self, outcome: Outcome) -> None:
         for f in outcome.files:
@@ -250,11 +289,19 @@ class Worker:
             file_id = uploads.upload_id(value)
             if file_id is not None:
                 return await uploads.read(self.db, self.store, account_id, file_id, what)
-            return await fallback(value, what)
+            async with self.fetches:
+                return await fallback(value, what)
 
         return load
 
     async def _execute(self, row: dict[str, Any], state: RunState) -> Outcome:
+        start = time.monotonic()
+        outcome = await self._attempt(row, state)
+        metrics.JOB_DURATION.labels(self.engine.name, outcome.status).observe(time.monotonic() - start)
+        log.info("job %s ran: %s %s", row["id"], outcome.status, outcome.error_code or "")
+        return outcome
+
+    async def _attempt(self, row: dict[str, Any], state: RunState) -> Outcome:
         try:
             job = await prepare(row, self.settings, self._loader(row["account_id"]))
             out = await self._fill(job, state)
@@ -288,3 +335,15 @@ class Worker:
         if state.stop.is_set() and state.reason in ("cancel", "shutdown", "lost"):
             raise Cancelled()
         return out
+
+
+async def stop_gracefully(worker: Worker | None, task: asyncio.Task[None], grace: float) -> None:
+    """After `stop` is set: let running jobs finish within `grace`, then hand them back."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), grace)
+    except TimeoutError:
+        if worker is not None:
+            worker.shutdown_running()
+        await asyncio.wait_for(task, 10)
+    except Exception:
+        pass  # the task's own failure was already reported by whoever watched it

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "immunohistochemistry")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "hubble_deep_field")
 
 
 def photo(name: str = "astronaut", size: tuple[int, int] | None = None) -> np.ndarray:

@@ -6,12 +6,12 @@ from fastapi import APIRouter
 
 from fillframe import billing
 from fillframe.api.deps import CallerDep, DbDep, SettingsDep
-from fillframe.contract import MODELS
+from fillframe.contract import MODELS, MeView, ModelCatalog
 
 router = APIRouter(tags=["account"])
 
 
-@router.get("/v2/me", summary="Who this key belongs to, and the account's credits")
+@router.get("/v2/me", response_model=MeView, summary="Who this key belongs to, and the account's credits")
 async def me(caller: CallerDep, db: DbDep) -> dict:
     async with db.read() as conn:
         credits = None if caller.unlimited else await billing.balance(conn, caller.account_id)
@@ -29,7 +29,11 @@ async def me(caller: CallerDep, db: DbDep) -> dict:
     }
 
 
-@router.get("/v2/models", summary="The model catalog with each model's credit cost (public)")
+@router.get(
+    "/v2/models",
+    response_model=ModelCatalog,
+    summary="The model catalog with each model's credit cost (public)",
+)
 async def models(settings: SettingsDep) -> dict:
     return {
         "models": [

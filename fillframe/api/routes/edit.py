@@ -16,8 +16,17 @@ from fillframe import uploads
 from fillframe.accounts import Caller
 from fillframe.api.deps import CallerDep, DbDep, LinkerDep, SettingsDep
 from fillframe.api.errors import ApiError
+from fillframe.api.openapi import RATE_LIMIT_HEADERS
 from fillframe.billing import InsufficientCredits
-from fillframe.contract import TERMINAL, EditRequest, ErrorBody, JobView, SubmitResponse, source_kind
+from fillframe.contract import (
+    TERMINAL,
+    EditRequest,
+    ErrorBody,
+    InsufficientCreditsBody,
+    JobView,
+    SubmitResponse,
+    source_kind,
+)
 from fillframe.db import Database
 from fillframe.imaging.fetch import check_url
 from fillframe.jobs import service
@@ -82,11 +91,17 @@ async def wait_until_done(db: Database, job_id: str, seconds: float) -> dict | N
     response_model=SubmitResponse,
     responses={
         200: {"model": JobView, "description": "With `Prefer: wait=N`, the finished job."},
-        400: {"model": ErrorBody},
-        401: {"model": ErrorBody},
-        402: {"model": ErrorBody},
-        409: {"model": ErrorBody},
-        429: {"model": ErrorBody},
+        402: {"model": InsufficientCreditsBody, "description": "The balance is short of the model's cost."},
+        409: {
+            "model": ErrorBody,
+            "description": "The Idempotency-Key came with another body, or its first request is in flight.",
+        },
+        413: {"model": ErrorBody, "description": "The body is larger than the limit."},
+        429: {
+            "model": ErrorBody,
+            "description": "Rate or concurrency limit reached; retry after `Retry-After` seconds.",
+            "headers": RATE_LIMIT_HEADERS,
+        },
     },
     summary="Submit an inpaint or outpaint job",
 )
@@ -121,6 +136,7 @@ async def submit_edit(
             rate_limit=settings.rate_limit_per_minute if limit is None else limit,
             idem=idem,
             idem_ttl=timedelta(hours=settings.idempotency_ttl_hours),
+            base_url=linker.base_url,
         )
     except RateLimited as exc:
         headers = {**exc.state.headers(), "Retry-After": str(exc.state.reset_seconds)}

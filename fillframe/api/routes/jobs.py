@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from fillframe.api.deps import CallerDep, DbDep, LinkerDep
 from fillframe.api.errors import ApiError
-from fillframe.contract import ErrorBody, JobList, JobStatus, JobView
+from fillframe.contract import MODELS, ErrorBody, JobList, JobStatus, JobView, NotCancellableBody
 from fillframe.jobs import service
 from fillframe.jobs.store import decode_cursor, get_job, job_view, list_jobs
 
 router = APIRouter(tags=["jobs"])
 
 NOT_FOUND = "Job not found."
+# Documented as a UUID, checked by parse_job_id (whose 400 names the problem in one sentence).
+JobIdPath = Annotated[str, Path(description="The `jobId` from submit.", json_schema_extra={"format": "uuid"})]
 
 
 def parse_job_id(job_id: str) -> str:
@@ -25,13 +28,23 @@ def parse_job_id(job_id: str) -> str:
         raise ApiError(400, f"{job_id[:64]!r} is not a job id: job ids are UUIDs.") from None
 
 
+def parse_cursor(cursor: str) -> tuple[datetime, str]:
+    """decode_cursor, checked further: a crafted cursor must put neither text (a NUL fails on
+    PostgreSQL) nor a time that overflows in UTC (year 1 at +14:00) into the query."""
+    created_at, job_id = decode_cursor(cursor)
+    try:
+        return created_at.astimezone(UTC), str(uuid.UUID(job_id))
+    except (ValueError, OverflowError):
+        raise ValueError("cursor is not one this API returned") from None
+
+
 @router.get(
     "/v2/jobs/{job_id}",
     response_model=JobView,
-    responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+    responses={404: {"model": ErrorBody, "description": "No such job for this account."}},
     summary="Get a job",
 )
-async def get_one(job_id: str, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
+async def get_one(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
     async with db.read() as conn:
         row = await get_job(conn, parse_job_id(job_id), caller.account_id)
     if row is None:
@@ -42,7 +55,6 @@ async def get_one(job_id: str, caller: CallerDep, db: DbDep, linker: LinkerDep) 
 @router.get(
     "/v2/jobs",
     response_model=JobList,
-    responses={400: {"model": ErrorBody}},
     summary="List your jobs, newest first",
 )
 async def get_many(
@@ -55,9 +67,13 @@ async def get_many(
     cursor: str | None = None,
 ) -> dict:
     try:
-        after = decode_cursor(cursor) if cursor else None
+        after = parse_cursor(cursor) if cursor else None
     except ValueError as exc:
         raise ApiError(400, f"Invalid request: {exc}.", details={"cursor": [str(exc)]}) from None
+    if model is not None and model not in MODELS:
+        # Every job's model was a known one at submit: nothing to look up (and PostgreSQL answers
+        # a NUL in text with an error, not an empty result).
+        return {"jobs": [], "nextCursor": None, "hasMore": False}
     async with db.read() as conn:
         rows, next_cursor = await list_jobs(
             conn, caller.account_id, limit=limit, status=status, model=model, cursor=after
@@ -72,10 +88,13 @@ async def get_many(
 @router.post(
     "/v2/jobs/{job_id}/cancel",
     response_model=JobView,
-    responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    responses={
+        404: {"model": ErrorBody, "description": "No such job for this account."},
+        409: {"model": NotCancellableBody, "description": "The job has already ended."},
+    },
     summary="Cancel a queued or running job (credits are refunded)",
 )
-async def cancel(job_id: str, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
+async def cancel(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
     job_id = parse_job_id(job_id)
     try:
         status = await service.cancel(db, job_id, caller.account_id)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, File, Response, UploadFile
+from fastapi import APIRouter, File, Path, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from fillframe import uploads
 from fillframe.api.deps import BaseUrlDep, CallerDep, DbDep, SettingsDep, StoreDep
 from fillframe.api.errors import ApiError
-from fillframe.contract import ErrorBody
+from fillframe.api.openapi import IMAGE_CONTENT
+from fillframe.contract import ErrorBody, UploadView
 from fillframe.jobs.store import iso
 
 router = APIRouter(tags=["uploads"])
+
+
+NOT_FOUND = "Upload not found (or expired)."
 
 
 def _mb(n: int) -> str:
@@ -24,7 +29,8 @@ def _mb(n: int) -> str:
 @router.post(
     "/v2/uploads",
     status_code=201,
-    responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}},
+    response_model=UploadView,
+    responses={413: {"model": ErrorBody, "description": "The file is larger than the upload limit."}},
     summary="Upload an image (JPEG, PNG or WebP) to use as `image` or `mask`",
 )
 async def create_upload(
@@ -63,11 +69,25 @@ async def create_upload(
 @router.get(
     "/v2/uploads/{upload_id}",
     response_class=Response,
-    responses={404: {"model": ErrorBody}},
+    responses={
+        200: {"content": IMAGE_CONTENT, "description": "The uploaded bytes, as sniffed at upload."},
+        404: {"model": ErrorBody, "description": "No such live upload for this account."},
+    },
     summary="Download one of your uploads",
 )
-async def get_upload(upload_id: str, caller: CallerDep, db: DbDep, store: StoreDep) -> Response:
+async def get_upload(
+    upload_id: Annotated[str, Path(json_schema_extra={"format": "uuid"})],
+    caller: CallerDep,
+    db: DbDep,
+    store: StoreDep,
+) -> Response:
+    # Upload ids are UUIDs: anything else is no upload, and never reaches the database (PostgreSQL
+    # refuses a NUL in text with an error, not an empty result).
+    try:
+        upload_id = str(uuid.UUID(upload_id))
+    except ValueError:
+        raise ApiError(404, NOT_FOUND) from None
     row = await uploads.find(db, caller.account_id, upload_id)
     if row is None:
-        raise ApiError(404, "Upload not found (or expired).")
+        raise ApiError(404, NOT_FOUND)
     return Response(await store.get(row["storage_key"]), media_type=row["content_type"])

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
 from fillframe.api.errors import ApiError
+from fillframe.contract import ErrorBody
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 # The page holds an API key: only our own scripts run, and nothing may frame it. Images may come
@@ -25,18 +26,42 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-router = APIRouter(tags=["playground"], include_in_schema=False)
+router = APIRouter(tags=["playground"])
+# What StaticFiles answers for the files in fillframe/web/ (.js maps to either name by platform).
+STATIC_CONTENT = {
+    kind: {"schema": {"type": "string"}}
+    for kind in ("text/html", "text/css", "text/javascript", "application/javascript")
+}
 _static = StaticFiles(directory=WEB_DIR, check_dir=False)
 
 
-@router.api_route("/", methods=["GET", "HEAD"])
+# HEAD is registered apart, outside the document: listed there, it would be a second operation
+# with the same id as GET.
+@router.head("/", include_in_schema=False)
+@router.get(
+    "/",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The playground page."}
+    },
+    summary="The playground page (no build step; the key is entered in the browser)",
+)
 async def index() -> FileResponse:
     # no-cache: a new release's page must not run against old modules from the browser's cache.
     headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache"}
     return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers=headers)
 
 
-@router.api_route("/web/{path:path}", methods=["GET", "HEAD"])
+@router.head("/web/{path:path}", include_in_schema=False)
+@router.get(
+    "/web/{path:path}",
+    response_class=Response,
+    responses={
+        200: {"content": STATIC_CONTENT, "description": "A playground script, style sheet or page."},
+        404: {"model": ErrorBody, "description": "No such file."},
+    },
+    summary="The playground's static files",
+)
 async def static(path: str, request: Request) -> Response:
     response = await _static.get_response(path, request.scope)
     if response.status_code == 404:

@@ -1,0 +1,111 @@
+"""Prometheus metrics: in-process histograms and counters, plus figures read from the database at
+scrape time (jobs by status, queue depth and age, credits), which are true across every process
+that shares the database."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from fillframe.db import Database, credit_ledger, jobs, utcnow
+
+REGISTRY = CollectorRegistry()
+
+HTTP_LATENCY = Histogram(
+    "fillframe_http_request_duration_seconds",
+    "HTTP request latency by route template and status.",
+    ["method", "route", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+JOB_DURATION = Histogram(
+    "fillframe_job_duration_seconds",
+    "Time from claim to finish, by engine and final status (this process's workers).",
+    ["engine", "status"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 900),
+    registry=REGISTRY,
+)
+WEBHOOK_DELIVERIES = Counter(
+    "fillframe_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (this process).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
+class DatabaseCollector(Collector):
+    """Serves the last snapshot taken by `refresh` (scrapes call refresh first)."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, object] = {}
+
+    async def refresh(self, db: Database) -> None:
+        captured = sa.select(sa.func.coalesce(sa.func.sum(-credit_ledger.c.amount), 0)).where(
+            credit_ledger.c.kind == "hold",
+            credit_ledger.c.job_id.in_(
+                sa.select(credit_ledger.c.job_id).where(credit_ledger.c.kind == "capture")
+            ),
+        )
+        refunded = sa.select(sa.func.coalesce(sa.func.sum(credit_ledger.c.amount), 0)).where(
+            credit_ledger.c.kind == "refund"
+        )
+        async with db.read() as conn:
+            by_status = (
+                await conn.execute(
+                    sa.select(jobs.c.status, jobs.c.model, sa.func.count()).group_by(
+                        jobs.c.status, jobs.c.model
+                    )
+                )
+            ).all()
+            oldest = await conn.scalar(
+                sa.select(sa.func.min(jobs.c.created_at)).where(jobs.c.status == "QUEUED")
+            )
+            self.snapshot = {
+                "jobs": [(s, m, int(n)) for s, m, n in by_status],
+                "oldest": oldest,
+                "captured": int(await conn.scalar(captured)),
+                "refunded": int(await conn.scalar(refunded)),
+                "at": time.time(),
+            }
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        snap = self.snapshot
+        if not snap:
+            return
+        by_status = GaugeMetricFamily(
+            "fillframe_jobs", "Jobs by status and model.", labels=["status", "model"]
+        )
+        depth = 0
+        for status, model, count in snap["jobs"]:  # type: ignore[attr-defined]
+            by_status.add_metric([status, model], count)
+            depth += count if status == "QUEUED" else 0
+        yield by_status
+        yield GaugeMetricFamily("fillframe_queue_depth", "Jobs waiting in the queue.", value=depth)
+        oldest = snap["oldest"]
+        age = (utcnow() - oldest).total_seconds() if isinstance(oldest, datetime) else 0.0
+        yield GaugeMetricFamily(
+            "fillframe_queue_oldest_age_seconds", "Age of the oldest queued job.", value=age
+        )
+        yield CounterMetricFamily(
+            "fillframe_credits_captured", "Credits captured for completed jobs.", value=snap["captured"]
+        )
+        yield CounterMetricFamily(
+            "fillframe_credits_refunded",
+            "Credits refunded for failed or cancelled jobs.",
+            value=snap["refunded"],
+        )
+
+
+DATABASE = DatabaseCollector()
+REGISTRY.register(DATABASE)
+
+
+async def exposition(db: Database) -> bytes:
+    await DATABASE.refresh(db)
+    return generate_latest(REGISTRY)

@@ -1,0 +1,375 @@
+"""The webhook outbox and its delivery loop.
+
+Terminal events (`completed`, `failed`) are rows in `webhook_deliveries`, inserted by
+`enqueue` inside the transaction that ends the job (jobs/service.py), so a job can never end
+without its webhook nor the webhook exist for a job that did not end. Worker processes deliver
+them: a claim is one UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING statement (with FOR
+UPDATE SKIP LOCKED on PostgreSQL, under BEGIN IMMEDIATE on SQLite) that also pushes
+`next_attempt_at` one lease ahead, so a worker killed mid-attempt leaves a row another worker
+retries once the lease runs out.
+
+Schedule: attempts at 0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h after the
+first, each gap with +-10 % jitter (`webhook_schedule_scale` shrinks it for tests). A 2xx ends
+it; a 410, a target the address guard refuses, or the tenth failure ends it as failed. Redirects
+are never followed (they count as failures). Each attempt resolves the URL, checks every address
+with the same guard as image URLs (imaging/fetch.py) and connects to the checked address only.
+
+Progress events are different: best-effort, throttled to one a second per job, sent straight
+from the worker running the job (`ProgressSender`), never stored, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fillframe.db import Database, api_keys, jobs, utcnow, webhook_deliveries
+from fillframe.imaging.fetch import Refused, Unresolved, checked_addresses, send_pinned
+from fillframe.settings import Settings
+from fillframe.webhooks import events, sign
+
+log = logging.getLogger(__name__)
+
+# Seconds after the first attempt at which each attempt is due.
+SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+MAX_ATTEMPTS = len(SCHEDULE)
+JITTER = 0.1
+USER_AGENT = "fillframe-webhooks/0.1"
+# A claim outlives the attempt's timeout by this much before another worker may retry it.
+_LEASE_MARGIN_SECONDS = 30.0
+
+d = webhook_deliveries
+
+
+def new_webhook_id() -> str:
+    """A `webhook-id`: unique per event, the same on every retry of it."""
+    return "msg_" + uuid.uuid4().hex
+
+
+def retry_delay(attempts_made: int, scale: float = 1.0, rand: float = 0.5) -> float | None:
+    """Seconds from a failed attempt to the next, or None once all attempts are used.
+
+    attempts_made: 1..MAX_ATTEMPTS. rand: uniform in [0, 1); 0.5 means no jitter.
+    """
+    if attempts_made >= MAX_ATTEMPTS:
+        return None
+    gap = SCHEDULE[attempts_made] - SCHEDULE[attempts_made - 1]
+    return gap * scale * (1 + JITTER * (2 * rand - 1))
+
+
+# --- the outbox --------------------------------------------------------------------------------
+
+
+async def enqueue(conn: AsyncConnection, job_id: str, event: str, url: str, payload: dict[str, Any]) -> str:
+    """Inside the transaction that ends the job: queue its webhook, mark the job pending.
+
+    Returns the webhook id. The body is fixed now, so every attempt sends the same bytes.
+    """
+    now = utcnow()
+    webhook_id = new_webhook_id()
+    await conn.execute(
+        d.insert().values(
+            id=webhook_id,
+            job_id=job_id,
+            event=event,
+            url=url,
+            payload=events.encode(payload).decode(),
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    await conn.execute(jobs.update().where(jobs.c.id == job_id).values(webhook_status="pending"))
+    return webhook_id
+
+
+async def signing_key(conn: AsyncConnection, job_id: str) -> bytes | None:
+    """The key a job's webhooks are signed with, from the key that created it (even if revoked)."""
+    key_hash = await conn.scalar(
+        sa.select(api_keys.c.key_hash)
+        .select_from(jobs.join(api_keys, jobs.c.api_key_id == api_keys.c.id))
+        .where(jobs.c.id == job_id)
+    )
+    return None if key_hash is None else sign.key_from_hash(key_hash)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One delivery taken for an attempt: its row (attempts already counted) and signing key."""
+
+    id: str
+    job_id: str
+    event: str
+    url: str
+    body: bytes
+    attempts: int
+    token: str
+    key: bytes | None
+
+
+async def claim(db: Database, token: str, lease_seconds: float) -> Claimed | None:
+    """Take the delivery due longest ago, count the attempt and lease it to `token`."""
+    now = utcnow()
+    due = (
+        sa.select(d.c.id)
+        .where(d.c.status == "pending", d.c.next_attempt_at <= now)
+        .order_by(d.c.next_attempt_at)
+        .limit(1)
+    )
+    if not db.is_sqlite:
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        d.update()
+        .where(d.c.id == due.scalar_subquery(), d.c.status == "pending")
+        .values(
+            attempts=d.c.attempts + 1,
+            locked_by=token,
+            next_attempt_at=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        .returning(d.c.id, d.c.job_id, d.c.event, d.c.url, d.c.payload, d.c.attempts)
+    )
+    async with db.write() as conn:
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        key = await signing_key(conn, row.job_id)
+    return Claimed(row.id, row.job_id, row.event, row.url, row.payload.encode(), row.attempts, token, key)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How an attempt went: `outcome` is delivered | retry | failed."""
+
+    outcome: str
+    status_code: int | None = None
+    error: str | None = None
+
+
+def judge(status_code: int) -> Verdict:
+    """A 2xx delivers; a 410 (the receiver is gone for good) stops; anything else is retried."""
+    if 200 <= status_code < 300:
+        return Verdict("delivered", status_code)
+    if status_code == 410:
+        return Verdict("failed", status_code, "the receiver answered 410 Gone; no more attempts")
+    if 300 <= status_code < 400:
+        reason = f"the receiver answered {status_code}; redirects are not followed"
+        return Verdict("retry", status_code, reason)
+    return Verdict("retry", status_code, f"the receiver answered {status_code}")
+
+
+async def record(db: Database, claimed: Claimed, verdict: Verdict, scale: float) -> str:
+    """Store an attempt's verdict and schedule the next; returns the delivery's new status.
+
+    Ignored (returns "lost") if the claim ran out and another worker took the delivery over.
+    """
+    now = utcnow()
+    status = verdict.outcome
+    next_at = now
+    if status == "retry":
+        delay = retry_delay(claimed.attempts, scale, random.random())
+        if delay is None:
+            status = "failed"
+        else:
+            status = "pending"
+            next_at = now + timedelta(seconds=delay)
+    async with db.write() as conn:
+        changed = await conn.execute(
+            d.update()
+            .where(d.c.id == claimed.id, d.c.locked_by == claimed.token, d.c.status == "pending")
+            .values(
+                status=status,
+                next_attempt_at=next_at,
+                locked_by=None,
+                last_status_code=verdict.status_code,
+                last_error=verdict.error,
+                updated_at=now,
+            )
+        )
+        if changed.rowcount != 1:
+            return "lost"
+        if status != "pending":
+            await conn.execute(jobs.update().where(jobs.c.id == claimed.job_id).values(webhook_status=status))
+    return status
+
+
+# --- one HTTP attempt ----------------------------------------------------------------------------
+
+
+async def post(
+    url: str, body: bytes, headers: Mapping[str, str], *, allow_private: bool, timeout: float
+) -> Verdict:
+    """POST `body` to `url` through the address guard, pinned to the checked address.
+
+    `timeout` covers DNS, connect and the response headers; the response body is not read.
+    """
+    try:
+        target = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        return Verdict("failed", error="the webhook URL could not be parsed; no more attempts")
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                addresses = await checked_addresses(target, allow_private)
+            except Unresolved as exc:
+                return Verdict("retry", error=str(exc))
+            except Refused as exc:
+                # A refused address or an unusable URL will not get better by waiting.
+                return Verdict("failed", error=f"{exc}; no more attempts")
+            async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=None) as client:
+                response = await send_pinned(
+                    client,
+                    target,
+                    addresses,
+                    method="POST",
+                    content=body,
+                    headers={**headers, "User-Agent": USER_AGENT},
+                )
+                await response.aclose()
+    except Refused as exc:  # could not connect, or the TLS certificate failed: may recover
+        return Verdict("retry", error=str(exc))
+    except TimeoutError:
+        return Verdict("retry", error=f"no answer within {timeout:g} seconds")
+    except httpx.HTTPError as exc:
+        return Verdict("retry", error=str(exc) or type(exc).__name__)
+    return judge(response.status_code)
+
+
+async def attempt(claimed: Claimed, *, allow_private: bool, timeout: float) -> Verdict:
+    """Sign this attempt (a fresh webhook-timestamp) and send it."""
+    if claimed.key is None:
+        return Verdict("failed", error="the job's API key no longer exists, so it cannot be signed")
+    headers = sign.signed_headers(claimed.key, claimed.event, claimed.id, int(time.time()), claimed.body)
+    return await post(claimed.url, claimed.body, headers, allow_private=allow_private, timeout=timeout)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+class Deliverer:
+    """Delivers due outbox rows from this process; any number of processes may run one."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.token_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """A delivery was just queued in this process: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def deliver_one(self) -> str | None:
+        """Claim one due delivery and attempt it. Returns its new status, or None if none was due."""
+        timeout = self.settings.webhook_timeout_seconds
+        token = f"{self.token_prefix}:{uuid.uuid4().hex[:8]}"
+        claimed = await claim(self.db, token, timeout + _LEASE_MARGIN_SECONDS)
+        if claimed is None:
+            return None
+        verdict = await attempt(claimed, allow_private=self.settings.allow_private_urls, timeout=timeout)
+        status = await record(self.db, claimed, verdict, self.settings.webhook_schedule_scale)
+        log.info(
+            "webhook %s (%s, job %s) attempt %d: %s%s",
+            claimed.id,
+            claimed.event,
+            claimed.job_id,
+            claimed.attempts,
+            status,
+            f" ({verdict.error})" if verdict.error else "",
+        )
+        return status
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run `webhook_concurrency` delivery loops until `stop` is set."""
+        loops = [self._loop(stop) for _ in range(self.settings.webhook_concurrency)]
+        await asyncio.gather(*loops)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        # Stopped by `stop` only, never cancelled: a cancel inside an aiosqlite call can leave
+        # its transaction open (see jobs/worker.py).
+        while not stop.is_set():
+            try:
+                if await self.deliver_one() is not None:
+                    continue
+            except Exception:
+                log.exception("webhook delivery failed; retrying")
+            await self._idle(stop)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        await asyncio.wait(waiters, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        self._wake.clear()
+
+
+# --- progress: best-effort, straight from the running job ------------------------------------------
+
+
+class ProgressSender:
+    """Progress webhooks for one running job: only on change, at most one a second, one in
+    flight at a time; failures are logged and dropped. Offer progress from the event loop."""
+
+    def __init__(self, job: Mapping[str, Any], key: bytes, settings: Settings) -> None:
+        self.job_id: str = job["id"]
+        self.model: str = job["model"]
+        self.url: str = job["webhook_url"]
+        self.key = key
+        self.settings = settings
+        self.throttle = events.ProgressThrottle()
+        self._task: asyncio.Task[None] | None = None
+
+    def offer(self, progress: int, now: float) -> None:
+        """`now`: time.monotonic(). Sends in the background when the throttle allows."""
+        if self._task is not None and not self._task.done():
+            return
+        if not self.throttle.due(progress, now):
+            return
+        self.throttle.sent(progress, now)
+        # Stamped here, not when the task starts, so stamps are as far apart as the offers.
+        self._task = asyncio.create_task(self._send(progress, int(time.time())))
+
+    async def _send(self, progress: int, timestamp: int) -> None:
+        body = events.encode(events.progress_payload(self.job_id, self.model, progress))
+        headers = sign.signed_headers(self.key, "progress", new_webhook_id(), timestamp, body)
+        verdict = await post(
+            self.url,
+            body,
+            headers,
+            allow_private=self.settings.allow_private_urls,
+            timeout=self.settings.webhook_timeout_seconds,
+        )
+        if verdict.outcome != "delivered":
+            log.debug("progress webhook for job %s dropped: %s", self.job_id, verdict.error)
+
+    async def close(self) -> None:
+        """The job ended: drop a send still in flight so it cannot land after the final event."""
+        if self._task is not None:
+            self._task.cancel()  # HTTP only, no database inside: safe to cancel
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def progress_sender(db: Database, job: Mapping[str, Any], settings: Settings) -> ProgressSender | None:
+    """A sender for a job that asked for progress events, else None."""
+    if not job.get("webhook_url") or not events.wants(job.get("webhook_events"), "progress"):
+        return None
+    async with db.read() as conn:
+        key = await signing_key(conn, job["id"])
+    return None if key is None else ProgressSender(job, key, settings)

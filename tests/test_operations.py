@@ -1,0 +1,157 @@
+"""What an operator relies on: metrics that move, JSON logs with request and job ids, retention
+that deletes and answers 410, and a SIGTERM that loses no job."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from tests.utils.backends import query
+from tests.utils.jobs import data_uri, edit_body, submit_and_wait, wait_job
+from tests.utils.servers import LiveServer, create_key, drop_backend, fillframe_env
+
+LIVE_SETTINGS = {"engine": "tests.utils.engines:SleepEngine", "test_sleep": "0.1"}
+IMAGE = data_uri(np.full((32, 32, 3), 70, np.uint8))
+MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 12))
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_move(live: LiveServer) -> None:
+    key = create_key(live.env, "metrics", credits=90)
+    before = httpx.get(f"{live.url}/metrics").text
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
+        ok = submit_and_wait(client, edit_body(IMAGE, MASK))
+        bad = submit_and_wait(client, edit_body(IMAGE, data_uri(np.zeros((5, 5), np.uint8))))
+    assert (ok["status"], bad["status"]) == ("COMPLETED", "FAILED")
+    response = httpx.get(f"{live.url}/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    after = response.text
+    edit = {"route": "/v2/images/edit", "status": "202", "method": "POST"}
+    assert sample(after, "fillframe_http_request_duration_seconds_count", **edit) == (
+        sample(before, "fillframe_http_request_duration_seconds_count", **edit) + 2
+    )
+    assert (
+        sample(after, "fillframe_jobs", status="COMPLETED")
+        >= sample(before, "fillframe_jobs", status="COMPLETED") + 1
+    )
+    assert (
+        sample(after, "fillframe_jobs", status="FAILED")
+        >= sample(before, "fillframe_jobs", status="FAILED") + 1
+    )
+    assert sample(after, "fillframe_job_duration_seconds_count", engine="sleep", status="COMPLETED") >= 1
+    assert (
+        sample(after, "fillframe_credits_captured_total")
+        == sample(before, "fillframe_credits_captured_total") + 9
+    )
+    assert (
+        sample(after, "fillframe_credits_refunded_total")
+        == sample(before, "fillframe_credits_refunded_total") + 9
+    )
+    assert "fillframe_queue_depth" in after and "fillframe_queue_oldest_age_seconds" in after
+
+
+def test_json_logs_carry_request_and_job_ids(live: LiveServer, client: httpx.Client) -> None:
+    response = client.post(
+        "/v2/images/edit", json=edit_body(IMAGE, MASK), headers={"X-Request-Id": "req-abc-123"}
+    )
+    job_id = response.json()["jobId"]
+    wait_job(client, job_id)
+    time.sleep(0.3)
+    lines = [json.loads(line) for line in live.logs().splitlines() if line.startswith("{")]
+    assert lines, "the server logged nothing as JSON"
+    access = [e for e in lines if e.get("request_id") == "req-abc-123"]
+    assert access and access[0]["msg"] == "POST /v2/images/edit 202" and access[0]["status"] == 202
+    assert any(e.get("job_id") == job_id and "ran: COMPLETED" in e["msg"] for e in lines)
+
+
+def test_retention_deletes_outputs_and_links_answer_410(tmp_path: Path, backend: str) -> None:
+    env = fillframe_env(
+        tmp_path / "data",
+        backend,
+        engine="tests.utils.engines:SleepEngine",
+        test_sleep="0.05",
+        retention_days=str(3 / 86400),  # three seconds
+        lease_seconds="2",
+    )
+    server = LiveServer(env)
+    try:
+        key = create_key(env, "retention")
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
+            job = submit_and_wait(client, edit_body(IMAGE, MASK, output_format="png"))
+            url = job["result"]["images"][0]
+            assert httpx.get(url).status_code == 200
+            files = list((tmp_path / "data" / "files" / "outputs").iterdir())
+            assert len(files) == 1
+            deadline = time.monotonic() + 30
+            while not client.get(f"/v2/jobs/{job['id']}").json()["expired"]:
+                assert time.monotonic() < deadline, "the output was never purged"
+                time.sleep(0.2)
+            expired = client.get(f"/v2/jobs/{job['id']}").json()
+            assert expired["result"] is None and expired["status"] == "COMPLETED"
+            gone = httpx.get(url)
+            assert gone.status_code == 410 and "expired" in gone.json()["error"]
+            assert not files[0].exists()
+            assert query(env, "SELECT deleted FROM files WHERE job_id = :j", j=job["id"]) == [(True,)]
+    finally:
+        server.stop()
+        drop_backend(env)
+
+
+def test_sigterm_finishes_the_running_job_within_the_grace_period(tmp_path: Path, backend: str) -> None:
+    env = fillframe_env(
+        tmp_path / "data", backend, engine="tests.utils.engines:SleepEngine", test_sleep="2",
+        shutdown_grace_seconds="15",
+    )  # fmt: skip
+    server = LiveServer(env)
+    try:
+        key = create_key(env, "graceful")
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
+            job_id = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
+            wait_job(client, job_id, until={"PROCESSING"})
+        # uvicorn re-raises the signal once shut down, so the exit status is -SIGTERM, not a crash.
+        assert server.stop(signal.SIGTERM, timeout=25) in (0, -signal.SIGTERM)
+        assert query(env, "SELECT status FROM jobs WHERE id = :j", j=job_id) == [("COMPLETED",)]
+    finally:
+        server.stop()
+        drop_backend(env)
+
+
+def test_sigterm_hands_a_long_job_back_to_the_queue(tmp_path: Path, backend: str) -> None:
+    env = fillframe_env(
+        tmp_path / "data", backend, engine="tests.utils.engines:SleepEngine", test_sleep="60",
+        shutdown_grace_seconds="1",
+    )  # fmt: skip
+    server = LiveServer(env)
+    try:
+        key = create_key(env, "impatient")
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
+            job_id = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
+            wait_job(client, job_id, until={"PROCESSING"})
+        assert server.stop(signal.SIGTERM, timeout=20) in (0, -signal.SIGTERM)
+        rows = query(env, "SELECT status, attempts, worker_id FROM jobs WHERE id = :j", j=job_id)
+        assert rows == [("QUEUED", 0, None)]
+        # The next server picks it up again.
+        second = LiveServer({**env, "FILLFRAME_TEST_SLEEP": "0.1"})
+        with httpx.Client(base_url=second.url, headers={"X-API-Key": key}) as client:
+            assert wait_job(client, job_id)["status"] == "COMPLETED"
+        second.stop()
+    finally:
+        server.stop()
+        drop_backend(env)

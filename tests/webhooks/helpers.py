@@ -1,0 +1,69 @@
+"""Submitting jobs with webhooks and reading their outbox rows, as a client and an operator would."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+from tests.utils.backends import query
+from tests.utils.jobs import data_uri, edit_body
+
+IMAGE = data_uri(np.full((32, 32, 3), 70, np.uint8))
+MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 12))
+BAD_MASK = data_uri(np.zeros((10, 10), np.uint8))  # another size than IMAGE: invalid_input
+
+
+def submit(client: httpx.Client, webhook_url: str, mask: str = MASK, **extra: Any) -> str:
+    """Submit a small inpaint job with this webhook; returns its id."""
+    body = {**edit_body(IMAGE, mask), "webhookUrl": webhook_url, **extra}
+    response = client.post("/v2/images/edit", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()["jobId"]
+
+
+def wait_webhook_status(client: httpx.Client, job_id: str, status: str, timeout: float = 60.0) -> dict:
+    """Poll the job until its webhookStatus is `status`; returns the job."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v2/jobs/{job_id}").json()
+        if job["webhookStatus"] == status:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id}: webhookStatus {job['webhookStatus']}, expected {status}")
+        time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: str
+    event: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+
+
+def outbox(env: dict[str, str], job_id: str) -> list[OutboxRow]:
+    rows = query(
+        env,
+        "SELECT id, event, status, attempts, last_status_code, last_error "
+        "FROM webhook_deliveries WHERE job_id = :j",
+        j=job_id,
+    )
+    return [OutboxRow(*row) for row in rows]
+
+
+def wait_outbox(env: dict[str, str], job_id: str, attempts: int, timeout: float = 60.0) -> OutboxRow:
+    """Poll the job's one outbox row until it has made at least `attempts` attempts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = outbox(env, job_id)
+        if rows and rows[0].attempts >= attempts:
+            return rows[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id}: outbox {rows}, expected {attempts} attempts")
+        time.sleep(0.05)
