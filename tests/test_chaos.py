@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import signal
 import time
 from collections import Counter
@@ -18,20 +19,21 @@ from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body
 from tests.utils.s3 import S3
 from tests.utils.servers import LiveServer, WorkerProcess, create_key, drop_backend, fillframe_env
+from tests.webhooks.receiver import Receiver
 
 JOBS = 200
 IMAGE = data_uri(np.full((24, 24, 3), 90, np.uint8))
 MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 8))
 
 
-async def submit_all(urls: list[str], key: str) -> list[str]:
+async def submit_all(urls: list[str], key: str, hook: str) -> list[str]:
     clients = [httpx.AsyncClient(base_url=u, headers={"X-API-Key": key}, timeout=60) for u in urls]
     try:
         sem = asyncio.Semaphore(16)
 
         async def one(client: httpx.AsyncClient, i: int) -> str:
             async with sem:
-                body = edit_body(IMAGE, MASK, seed=i, output_format="png")
+                body = {**edit_body(IMAGE, MASK, seed=i, output_format="png"), "webhookUrl": hook}
                 headers = {"Idempotency-Key": f"job-{i}"}
                 response = await client.post("/v2/images/edit", json=body, headers=headers)
                 assert response.status_code == 202, response.text
@@ -68,11 +70,12 @@ def test_two_apis_three_workers_one_killed_twice(tmp_path: Path, s3: S3) -> None
         worker_concurrency="2",
         **s3.settings(bucket),
     )
+    receiver = Receiver()
     apis = [LiveServer(env, "--no-worker") for _ in range(2)]
     workers = [WorkerProcess(env, tmp_path / f"worker{i}.log") for i in range(3)]
     try:
         key = create_key(env, "chaos", credits=9 * JOBS)
-        ids = asyncio.run(submit_all([a.url for a in apis], key))
+        ids = asyncio.run(submit_all([a.url for a in apis], key, receiver.url()))
         assert len(set(ids)) == JOBS
         for kill in range(2):
             wait_for_progress(env, 40 * (kill + 1))
@@ -94,6 +97,19 @@ def test_two_apis_three_workers_one_killed_twice(tmp_path: Path, s3: S3) -> None
         assert len(outputs) == JOBS and {j for j, _ in outputs} == set(ids)
         in_bucket = set(s3.keys(bucket))
         assert all(f"ff/{key_}" in in_bucket for _, key_ in outputs)
+        # Webhooks: one `completed` event per job, every delivery of it under one webhook-id, and
+        # no more deliveries than the outbox made attempts.
+        hits = receiver.wait_for(JOBS, timeout=60)
+        events: dict[str, set[str]] = {}
+        deliveries: Counter[str] = Counter()
+        for hit in hits:
+            payload = json.loads(hit.body)
+            assert payload["event"] == "completed"
+            events.setdefault(payload["jobId"], set()).add(hit.headers["webhook-id"])
+            deliveries[payload["jobId"]] += 1
+        assert set(events) == set(ids) and all(len(v) == 1 for v in events.values())
+        outbox = dict(query(env, "SELECT job_id, attempts FROM webhook_deliveries WHERE event = 'completed'"))
+        assert len(outbox) == JOBS and all(deliveries[j] <= outbox[j] for j in ids)
         # Kills landed mid-job: some jobs ran more than once, but each finished once.
         starts = runlog.read_text().count("start")
         [(attempts,)] = query(env, "SELECT sum(attempts) FROM jobs")
@@ -103,4 +119,5 @@ def test_two_apis_three_workers_one_killed_twice(tmp_path: Path, s3: S3) -> None
             w.stop()
         for a in apis:
             a.stop()
+        receiver.close()
         drop_backend(env)
