@@ -16,7 +16,7 @@ from fillframe.api import errors, openapi
 from fillframe.api.middleware import BodyLimit, RequestContext
 from fillframe.api.routes import account, edit, files, health, jobs, uploads, web
 from fillframe.db import Database
-from fillframe.jobs.queue import Notifier
+from fillframe.jobs.queue import Notifier, listen
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore
 
@@ -66,6 +66,10 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         app.state.store = BlobStore(settings)
         app.state.notifier = Notifier()
         settings.signing_secret()  # create it now, not inside the first request
+        stop = asyncio.Event()
+        listener = None
+        if not app.state.db.is_sqlite and not run_worker:  # a worker listens for itself
+            listener = asyncio.create_task(listen(app.state.db, app.state.notifier, stop))
         try:
             if run_worker:
                 async with _worker_running(app, settings):
@@ -73,6 +77,9 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             else:
                 yield
         finally:
+            stop.set()
+            if listener is not None:
+                await listener
             await app.state.db.close()
 
     app = FastAPI(

@@ -70,6 +70,7 @@ class Engine:
 # Lazy: importing an engine module may import heavy libraries (torch), so only the chosen one is.
 ENGINES: dict[str, str] = {
     "classic": "fillframe.engines.classic:ClassicEngine",
+    "telea": "fillframe.engines.telea:TeleaEngine",
     "flux": "fillframe.engines.flux:FluxEngine",
     "bfl": "fillframe.engines.bfl:BflEngine",
 }

@@ -25,14 +25,17 @@ _PG_CLAIM_LOCK = 7_300_418
 
 
 CHANNEL = "fillframe_jobs"
+DONE_CHANNEL = "fillframe_done"
 
 
 class Notifier:
-    """Wakes idle workers in this process when a job is queued. Across processes, PostgreSQL's
-    LISTEN/NOTIFY feeds it (see `listen`); on SQLite a slow poll covers other processes."""
+    """In-process signals: "a job was queued" wakes idle workers; "job X finished" wakes requests
+    waiting on it (`Prefer: wait`). Across processes PostgreSQL's LISTEN/NOTIFY feeds both (see
+    `listen`); on SQLite a slow poll covers other processes."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._finished: dict[str, asyncio.Event] = {}
 
     def notify(self) -> None:
         self._event.set()
@@ -41,6 +44,20 @@ class Notifier:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)
         self._event.clear()
+
+    def finished(self, job_id: str) -> None:
+        if (event := self._finished.get(job_id)) is not None:
+            event.set()
+
+    async def wait_finished(self, job_id: str, timeout: float) -> None:
+        """Return when `finished(job_id)` is called or `timeout` passes, whichever comes first."""
+        event = self._finished.setdefault(job_id, asyncio.Event())
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            if event.is_set() or self._finished.get(job_id) is event:
+                self._finished.pop(job_id, None)
 
 
 def _claim_statement(skip_locked: bool) -> sa.Update:
@@ -151,8 +168,14 @@ async def announce(conn: AsyncConnection) -> None:
         await conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
 
 
+async def announce_done(conn: AsyncConnection, job_id: str) -> None:
+    """Inside a transaction that ended a job: tell waiting requests in other processes at commit."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_notify(DONE_CHANNEL, job_id)))
+
+
 async def listen(db: Database, notifier: Notifier, stop: asyncio.Event) -> None:
-    """Forward NOTIFYs on CHANNEL to `notifier` until `stop`; reconnect after failures."""
+    """Forward NOTIFYs (queued jobs, finished jobs) to `notifier` until `stop`; reconnect after failures."""
     import asyncpg
 
     while not stop.is_set():
@@ -160,6 +183,7 @@ async def listen(db: Database, notifier: Notifier, stop: asyncio.Event) -> None:
         try:
             conn = await asyncpg.connect(plain_url(db.url))
             await conn.add_listener(CHANNEL, lambda *_: notifier.notify())
+            await conn.add_listener(DONE_CHANNEL, lambda _c, _p, _ch, job_id: notifier.finished(job_id))
             notifier.notify()  # catch up with anything queued while we were not listening
             while not stop.is_set() and not conn.is_closed():
                 with contextlib.suppress(TimeoutError):

@@ -246,6 +246,7 @@ async def finish(
                 )
             )
         await _settle(conn, job_id, outcome.status)
+        await queue.announce_done(conn, job_id)
         await _queue_webhook(
             conn,
             dict(job),
@@ -319,6 +320,7 @@ async def cancel(db: Database, job_id: str, account_id: str) -> str | None:
                 )
             )
             await _settle(conn, job_id, "CANCELLED")
+            await queue.announce_done(conn, job_id)
             await _queue_webhook(
                 conn,
                 dict(row._mapping),

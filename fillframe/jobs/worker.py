@@ -268,6 +268,7 @@ class Worker:
             await self._discard(outcome)
             return
         self.deliverer.wake()
+        self.notifier.finished(job_id)
 
     async def _progress_hook(self, row: dict[str, Any]) -> deliver.ProgressSender | None:
         """Progress webhooks are best-effort: a failure to set them up never fails the job."""

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fillframe.db import Database, api_keys, jobs, utcnow, webhook_deliveries
-from fillframe.imaging.fetch import Refused, Unresolved, checked_addresses, send_pinned
+from fillframe.imaging.fetch import Refused, Unresolved, checked_addresses, send_pinned, tls_context
 from fillframe.settings import Settings
 from fillframe.webhooks import events, sign
 
@@ -232,7 +232,9 @@ async def post(
             except Refused as exc:
                 # A refused address or an unusable URL will not get better by waiting.
                 return Verdict("failed", error=f"{exc}; no more attempts")
-            async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=None) as client:
+            async with httpx.AsyncClient(
+                follow_redirects=False, trust_env=False, timeout=None, verify=tls_context()
+            ) as client:
                 response = await send_pinned(
                     client,
                     target,

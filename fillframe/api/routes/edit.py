@@ -3,7 +3,6 @@ holds the credits and queues the job (or replays an idempotent repeat)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from datetime import timedelta
@@ -31,6 +30,7 @@ from fillframe.db import Database
 from fillframe.imaging.fetch import check_url
 from fillframe.jobs import service
 from fillframe.jobs.idempotency import MAX_KEY_LENGTH, IdempotencyKey, KeyReused
+from fillframe.jobs.queue import Notifier
 from fillframe.jobs.store import get_job, job_view
 from fillframe.limits import RateLimited
 
@@ -69,10 +69,10 @@ def parse_prefer_wait(prefer: str | None, ceiling: int) -> int | None:
     return None if match is None else min(int(match.group(1)), ceiling)
 
 
-async def wait_until_done(db: Database, job_id: str, seconds: float) -> dict | None:
-    """Poll the job (backing off from 10 to 200 ms) until it ends or `seconds` pass."""
+async def wait_until_done(db: Database, notifier: Notifier, job_id: str, seconds: float) -> dict | None:
+    """The job once it ends, or None after `seconds`. Woken by the finishing worker (in this
+    process, or by NOTIFY on PostgreSQL); a 250 ms re-check covers workers it cannot hear."""
     deadline = time.monotonic() + seconds
-    delay = 0.01
     while True:
         async with db.read() as conn:
             row = await get_job(conn, job_id)
@@ -81,8 +81,7 @@ async def wait_until_done(db: Database, job_id: str, seconds: float) -> dict | N
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.2)
+        await notifier.wait_finished(job_id, min(remaining, 0.25))
 
 
 @router.post(
@@ -155,7 +154,7 @@ async def submit_edit(
     wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait}"
-        row = await wait_until_done(db, submitted.job_id, wait)
+        row = await wait_until_done(db, request.app.state.notifier, submitted.job_id, wait)
         if row is not None:
             return JSONResponse(await job_view(row, linker), status_code=200, headers=headers)
     return JSONResponse(
