@@ -7,7 +7,7 @@ like the contract.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,15 +21,6 @@ MODELS: dict[str, dict[str, Any]] = {
         "description": "Inpaint with a mask or outpaint to extend the canvas.",
     }
 }
-OUTPAINT_PRESETS = (
-    "Zoom out 1.5x",
-    "Zoom out 2x",
-    "Make square",
-    "Left outpaint",
-    "Right outpaint",
-    "Top outpaint",
-    "Bottom outpaint",
-)
 OutpaintPreset = Literal[
     "Zoom out 1.5x",
     "Zoom out 2x",
@@ -39,6 +30,7 @@ OutpaintPreset = Literal[
     "Top outpaint",
     "Bottom outpaint",
 ]
+OUTPAINT_PRESETS: tuple[str, ...] = get_args(OutpaintPreset)
 WebhookEvent = Literal["progress", "completed", "failed"]
 JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})

@@ -25,15 +25,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-PRESETS = (
-    "Zoom out 1.5x",
-    "Zoom out 2x",
-    "Make square",
-    "Left outpaint",
-    "Right outpaint",
-    "Top outpaint",
-    "Bottom outpaint",
-)
+from fillframe.contract import OUTPAINT_PRESETS
+
+PRESETS = OUTPAINT_PRESETS  # the wire's names, defined once in the contract
 DEFAULT_PRESET = "Zoom out 1.5x"
 _ZOOM = {"Zoom out 1.5x": 1.5, "Zoom out 2x": 2.0}
 _SIDE_GROWTH = 1.5

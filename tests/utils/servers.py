@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -106,23 +105,17 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout
     raise TimeoutError(f"{url} did not come up in {timeout} s")
 
 
-class LiveServer:
-    """`fillframe serve` as a subprocess on a free loopback port."""
+class FillframeProcess:
+    """A `python -m fillframe ...` subprocess with its output in a log file."""
 
-    def __init__(self, env: dict[str, str], *extra: str, log_path: Path | None = None) -> None:
+    def __init__(self, env: dict[str, str], args: list[str], log_path: Path) -> None:
         self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path or Path(env["FILLFRAME_DATA_DIR"]) / f"serve-{self.port}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fillframe", "serve", "--port", str(self.port), *extra],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "fillframe", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
-        self.startup_seconds = wait_until_up(f"{self.url}/healthz", self.proc)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
         if self.proc.poll() is None:
@@ -139,31 +132,19 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-class WorkerProcess:
+class LiveServer(FillframeProcess):
+    """`fillframe serve` as a subprocess on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], *extra: str, log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log_path = log_path or Path(env["FILLFRAME_DATA_DIR"]) / f"serve-{self.port}.log"
+        super().__init__(env, ["serve", "--port", str(self.port), *extra], log_path)
+        self.startup_seconds = wait_until_up(f"{self.url}/healthz", self.proc)
+
+
+class WorkerProcess(FillframeProcess):
     """`fillframe worker` as a subprocess."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fillframe", "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
-@contextlib.contextmanager
-def live_server(env: dict[str, str], *extra: str) -> Iterator[LiveServer]:
-    server = LiveServer(env, *extra)
-    try:
-        yield server
-    finally:
-        server.stop()
+        super().__init__(env, ["worker"], log_path)
