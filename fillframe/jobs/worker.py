@@ -267,7 +267,8 @@ class Worker:
         if not finished:
             await self._discard(outcome)
             return
-        self.deliverer.wake()
+        if row["webhook_url"]:
+            self.deliverer.wake()
         self.notifier.finished(job_id)
 
     async def _progress_hook(self, row: dict[str, Any]) -> deliver.ProgressSender | None:

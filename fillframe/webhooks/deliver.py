@@ -132,6 +132,10 @@ async def claim(db: Database, token: str, lease_seconds: float) -> Claimed | Non
         .order_by(d.c.next_attempt_at)
         .limit(1)
     )
+    # Idle pollers look before they lock: a read takes no write lock and most polls find nothing.
+    async with db.read() as conn:
+        if await conn.scalar(due) is None:
+            return None
     if not db.is_sqlite:
         due = due.with_for_update(skip_locked=True)
     stmt = (
@@ -264,6 +268,9 @@ async def attempt(claimed: Claimed, *, allow_private: bool, timeout: float) -> V
 # --- the loop ------------------------------------------------------------------------------------
 
 
+_MIN_POLL_SECONDS = 0.5
+
+
 class Deliverer:
     """Delivers due outbox rows from this process; any number of processes may run one."""
 
@@ -315,7 +322,10 @@ class Deliverer:
 
     async def _idle(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-        await asyncio.wait(waiters, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+        # Deliveries queued here wake us at once; the poll finds retries coming due and deliveries
+        # queued by other processes, and need not be as eager as the job queue's.
+        poll = max(self.settings.poll_seconds, _MIN_POLL_SECONDS)
+        await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
         self._wake.clear()

@@ -42,6 +42,10 @@ async def create_upload(
     base: BaseUrlDep,
 ) -> JSONResponse:
     limit = settings.max_upload_bytes
+    # The form parser has spooled the file (to disk past 1 MB): refuse by its size before reading
+    # up to `limit` bytes of it into memory for nothing.
+    if file.size is not None and file.size > limit:
+        raise ApiError(413, f"The upload is larger than the {_mb(limit)} limit.")
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise ApiError(413, f"The upload is larger than the {_mb(limit)} limit.")
