@@ -92,6 +92,12 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
     openapi.install(app)
     for module in (edit, jobs, uploads, account, files, health, web):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # An upload's multipart envelope (boundaries, part headers) is well under 64 KB.
+    upload_mb = settings.max_upload_bytes / (1024 * 1024)
+    upload_limit = (
+        settings.max_upload_bytes + 64 * 1024,
+        f"The upload is larger than the {upload_mb:g} MB limit.",
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path={"/v2/uploads": upload_limit})
     app.add_middleware(RequestContext)
     return app

@@ -57,16 +57,20 @@ class RequestContext:
 
 
 class BodyLimit:
-    """Answer 413 before reading more than `max_bytes` of a request body."""
+    """Answer 413 before reading more than the limit of a request body: `max_bytes`, or the
+    limit in `per_path` for that exact path (uploads get theirs here, so an oversized upload is
+    refused from its Content-Length before a byte of it is spooled)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: dict[str, tuple[int, str]] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        mb = max_bytes / (1024 * 1024)
+        self.default = (max_bytes, f"The request body is larger than the {mb:g} MB limit.")
+        self.per_path = per_path or {}
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"error": f"The request body is larger than the {self.max_bytes // (1024 * 1024)} MB limit."}
-        ).encode()
+    async def _refuse(self, send: Send, message: str) -> None:
+        body = json.dumps({"error": message}).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -83,9 +87,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, message = self.per_path.get(scope["path"], self.default)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._refuse(send, message)
             return
         seen = 0
         started = False
@@ -95,7 +100,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return message
 
@@ -108,7 +113,7 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, message)
 
 
 class _TooLarge(Exception):

@@ -78,6 +78,56 @@ def authenticated(case: schemathesis.Case) -> bool:
     return bool(case.operation.definition.raw.get("security"))
 
 
+def operations() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method, path, op) for path, item in DOCUMENT["paths"].items() for method, op in item.items()]
+
+
+def component(op: dict[str, Any], status: str) -> dict[str, Any]:
+    ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+    return DOCUMENT["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+
+def test_the_document_declares_what_the_contract_says() -> None:
+    assert all("422" not in op["responses"] for _, _, op in operations())
+    api_key = DOCUMENT["components"]["securitySchemes"]["ApiKey"]
+    assert (api_key["type"], api_key["in"], api_key["name"]) == ("apiKey", "header", "X-API-Key")
+    secured = {(method, path) for method, path, op in operations() if op.get("security")}
+    assert secured == {
+        ("post", "/v2/images/edit"),
+        ("get", "/v2/jobs/{job_id}"),
+        ("get", "/v2/jobs"),
+        ("post", "/v2/jobs/{job_id}/cancel"),
+        ("post", "/v2/uploads"),
+        ("get", "/v2/uploads/{upload_id}"),
+        ("get", "/v2/me"),
+    }
+    for method, path in secured:
+        op = DOCUMENT["paths"][path][method]
+        assert {"401", "403", "503"} <= set(op["responses"]), (method, path)
+        assert component(op, "401")["required"] == ["error"]
+
+    submit = DOCUMENT["paths"]["/v2/images/edit"]["post"]
+    assert {p["name"] for p in submit["parameters"]} == {"idempotency-key", "prefer"}
+    assert {"200", "202", "400", "402", "409", "413", "429"} <= set(submit["responses"])
+    accepted = DOCUMENT["components"]["schemas"]["SubmitResponse"]
+    assert set(accepted["properties"]) == set(accepted["required"]) == {"jobId", "status"}
+    assert {"creditsRequired", "creditsAvailable"} <= set(component(submit, "402")["required"])
+    assert set(submit["responses"]["429"]["headers"]) >= {"Retry-After", "X-RateLimit-Remaining"}
+    job = DOCUMENT["components"]["schemas"]["JobView"]
+    assert set(job["required"]) >= {
+        "id", "status", "model", "progress", "result", "error", "errorCode", "creditCost",
+        "webhookStatus", "createdAt", "startedAt", "completedAt", "expired", "input",
+    }  # fmt: skip
+    cancel = DOCUMENT["paths"]["/v2/jobs/{job_id}/cancel"]["post"]
+    assert "status" in component(cancel, "409")["required"]
+    assert "413" in DOCUMENT["paths"]["/v2/uploads"]["post"]["responses"]
+
+    images = {"image/jpeg", "image/png", "image/webp"}
+    for path in ("/v2/files/{name}", "/v2/uploads/{upload_id}"):
+        assert set(DOCUMENT["paths"][path]["get"]["responses"]["200"]["content"]) == images
+    assert set(DOCUMENT["paths"]["/"]["get"]["responses"]["200"]["content"]) == {"text/html"}
+
+
 def test_the_live_server_serves_the_fuzzed_document(live: LiveServer) -> None:
     assert httpx.get(f"{live.url}/openapi.json").json() == DOCUMENT
 
