@@ -117,6 +117,8 @@ def main() -> None:
             key_id = cli(env, "keys", "list").stdout.splitlines()[-1].split()[0]
             cli(env, "keys", "limits", key_id, "--rate", "0")
             metered_key = create_key(env, "metered", credits=10**9)
+            metered_id = cli(env, "keys", "list").stdout.splitlines()[-1].split()[0]
+            cli(env, "keys", "limits", metered_id, "--rate", "100000")  # counted, never reached
             bare_url = f"http://127.0.0.1:{port}"
             plain = {"X-API-Key": plain_key}
             metered = {"X-API-Key": metered_key}

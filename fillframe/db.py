@@ -6,6 +6,7 @@ statements whose exact SQL matters, and Core keeps them visible.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -218,12 +219,16 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 class Database:
-    """The engine plus two ways in: `read()` for queries, `write()` for a transaction that writes."""
+    """The engine plus two ways in: `read()` for queries, `write()` for a transaction that writes.
+
+    Never open a `write()` inside another in the same task: on SQLite they queue on one lock.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = async_url(url)
         self.engine = create_engine(self.url)
         self.is_sqlite = self.url.startswith("sqlite")
+        self._write_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -232,7 +237,14 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        if not self.is_sqlite:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        # SQLite has one writer at a time. Queue this process's writers here, in order, rather
+        # than in SQLite's busy handler, which sleeps in steps of up to 100 ms and turned a busy
+        # moment into second-long tail latencies. Other processes still meet busy_timeout.
+        async with self._write_lock, self.engine.connect() as conn:
             conn = await conn.execution_options(sqlite_write=True)
             async with conn.begin():
                 yield conn

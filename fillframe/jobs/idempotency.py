@@ -1,8 +1,9 @@
 """`Idempotency-Key`: a repeat of a submit returns the original job instead of a second one.
 
-Keys are scoped to the account and kept `idempotency_ttl_hours`. The key row is inserted in the
-same transaction as the job, so concurrent duplicates race on the primary key and exactly one
-job is created; the losers read the winner's row.
+Keys are scoped to the account and kept `idempotency_ttl_hours`. The key is claimed first, in the
+same transaction that creates the job, by one insert that only takes over an expired record:
+concurrent duplicates meet on the primary key, exactly one job is created, and the others replay
+it (a replay holds no credits and counts no rate).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fillframe.db import idempotency_keys, jobs
@@ -58,28 +61,23 @@ async def replay(
     return {"jobId": row.id, "status": row.status}
 
 
-async def remember(
+async def claim(
     conn: AsyncConnection,
     account_id: str,
     idem: IdempotencyKey,
     job_id: str,
     now: datetime,
     expires: datetime,
-) -> None:
-    """Record the key for `job_id` (an expired record of the same key is replaced)."""
-    await conn.execute(
-        idempotency_keys.delete().where(
-            idempotency_keys.c.account_id == account_id,
-            idempotency_keys.c.key == idem.key,
-            idempotency_keys.c.expires_at <= now,
-        )
+) -> bool:
+    """Record the key for `job_id` in one statement, taking over an expired record of it.
+    False when a live record holds the key (the caller then replays it)."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(idempotency_keys).values(
+        account_id=account_id, key=idem.key, request_hash=idem.request_hash, job_id=job_id, expires_at=expires
     )
-    await conn.execute(
-        idempotency_keys.insert().values(
-            account_id=account_id,
-            key=idem.key,
-            request_hash=idem.request_hash,
-            job_id=job_id,
-            expires_at=expires,
-        )
-    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "key"],
+        set_={"request_hash": idem.request_hash, "job_id": job_id, "expires_at": expires},
+        where=idempotency_keys.c.expires_at <= now,
+    ).returning(idempotency_keys.c.job_id)
+    return (await conn.execute(stmt)).first() is not None

@@ -111,17 +111,17 @@ async def submit(
     }
     try:
         async with db.write() as conn:
-            if idem is not None and (
-                original := await idempotency.replay(conn, caller.account_id, idem, now)
+            if idem is not None and not await idempotency.claim(
+                conn, caller.account_id, idem, row["id"], now, now + idem_ttl
             ):
-                return Submitted(original["jobId"], original["status"], replayed=True)
+                original = await idempotency.replay(conn, caller.account_id, idem, now)
+                if original is not None:
+                    return Submitted(original["jobId"], original["status"], replayed=True)
             rate = await limits.count_submit(conn, caller.key_id, rate_limit)
             if not caller.unlimited:
                 await billing.hold(conn, caller.account_id, row["id"], cost)
             await conn.execute(jobs.insert().values(**row))
             await queue.announce(conn)
-            if idem is not None:
-                await idempotency.remember(conn, caller.account_id, idem, row["id"], now, now + idem_ttl)
     except IntegrityError:
         if idem is None:
             raise

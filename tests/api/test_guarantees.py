@@ -264,3 +264,22 @@ def test_uploads_expire(tmp_path: Path, backend: str) -> None:
         server.stop()
         drop_backend(env)
         drop_backend(env)
+
+
+def test_an_expired_idempotency_key_starts_afresh(tmp_path: Path, backend: str) -> None:
+    settings = {"engine": "tests.utils.engines:SleepEngine", "idempotency_ttl_hours": "0.0003"}
+    env = fillframe_env(tmp_path / "data", backend, **settings)
+    server = LiveServer(env)
+    try:
+        key = create_key(env, "ttl")
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
+            headers = {"Idempotency-Key": "nightly-run"}
+            first = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK), headers=headers).json()
+            other_body = edit_body(IMAGE, MASK, prompt="another")
+            assert client.post("/v2/images/edit", json=other_body, headers=headers).status_code == 409
+            time.sleep(1.5)
+            again = client.post("/v2/images/edit", json=other_body, headers=headers)
+            assert again.status_code == 202 and again.json()["jobId"] != first["jobId"]
+    finally:
+        server.stop()
+        drop_backend(env)
