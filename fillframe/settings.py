@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     )
 
     engine: str = Field(
-        default="classic", description="`classic`, `flux`, `bfl`, or `package.module:Class` for your own."
+        default="classic",
+        description="`classic`, `telea`, `flux`, `bfl`, or `package.module:Class` for your own.",
     )
     worker_concurrency: int = Field(default=1, ge=1, le=64, description="Jobs a worker process runs at once.")
 
