@@ -20,7 +20,7 @@ class InsufficientCredits(Exception):
         self.available = available
 
 
-async def _record(
+async def _move(
     conn: AsyncConnection,
     account_id: str,
     kind: str,
@@ -28,8 +28,10 @@ async def _record(
     *,
     job_id: str | None = None,
     reason: str | None = None,
+    balance_done: bool = False,
 ) -> None:
-    """Write the ledger row only; the caller has already changed `accounts.credits` by `amount`."""
+    """Write one ledger row and move `accounts.credits` by `amount` (unless `balance_done`: the
+    caller already moved it, as a hold does in its conditional UPDATE)."""
     await conn.execute(
         credit_ledger.insert().values(
             account_id=account_id,
@@ -40,19 +42,7 @@ async def _record(
             created_at=utcnow(),
         )
     )
-
-
-async def _move(
-    conn: AsyncConnection,
-    account_id: str,
-    kind: str,
-    amount: int,
-    *,
-    job_id: str | None = None,
-    reason: str | None = None,
-) -> None:
-    await _record(conn, account_id, kind, amount, job_id=job_id, reason=reason)
-    if amount:
+    if amount and not balance_done:
         await conn.execute(
             accounts.update().where(accounts.c.id == account_id).values(credits=accounts.c.credits + amount)
         )
@@ -90,7 +80,7 @@ async def hold(conn: AsyncConnection, account_id: str, job_id: str, cost: int) -
         .values(credits=accounts.c.credits - cost)
     )
     if taken.rowcount == 1:
-        await _record(conn, account_id, "hold", -cost, job_id=job_id)
+        await _move(conn, account_id, "hold", -cost, job_id=job_id, balance_done=True)
         return
     row = (
         await conn.execute(
