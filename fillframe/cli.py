@@ -76,13 +76,19 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     settings = load_and_log()
     migrate_db(settings)
     app = create_app(settings, run_worker=not no_worker)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
+    server = uvicorn.Server(config)
+    app.state.stop_server = lambda: setattr(server, "should_exit", True)
+    server.run()
+    failure = getattr(app.state, "worker_failure", None)
+    if failure is not None:
+        raise click.ClickException(f"The worker could not start: {failure}")
 
 
 async def _run_worker(settings: Settings) -> None:
@@ -91,8 +97,11 @@ async def _run_worker(settings: Settings) -> None:
     from fillframe.jobs.worker import Worker, stop_gracefully
     from fillframe.storage import BlobStore
 
-    engine = create_engine(settings)
-    await asyncio.to_thread(engine.load)
+    try:
+        engine = create_engine(settings)
+        await asyncio.to_thread(engine.load)
+    except (ValueError, RuntimeError, ImportError) as exc:
+        raise click.ClickException(f"The worker could not start: {exc}") from None
     db = Database(settings.db_url)
     worker = Worker(settings, db, BlobStore(settings), engine)
     stop = asyncio.Event()

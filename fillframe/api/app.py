@@ -23,13 +23,6 @@ from fillframe.storage import BlobStore
 log = logging.getLogger(__name__)
 
 
-def _exit_if_failed(task: asyncio.Task[None]) -> None:
-    """A worker that cannot start (its engine failed to load) takes the server down, loudly."""
-    if not task.cancelled() and task.exception() is not None:
-        log.critical("the in-process worker stopped: %s", task.exception(), exc_info=task.exception())
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 @contextlib.asynccontextmanager
 async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     """Run an in-process worker beside the API for the app's lifetime.
@@ -49,8 +42,20 @@ async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[Non
         app.state.worker = Worker(settings, app.state.db, app.state.store, engine, app.state.notifier)
         await app.state.worker.run(stop)
 
+    def stop_if_failed(task: asyncio.Task[None]) -> None:
+        """A worker that cannot start (its engine failed to load) takes the server down, loudly."""
+        if task.cancelled() or task.exception() is None:
+            return
+        app.state.worker_failure = task.exception()
+        log.critical("the in-process worker stopped: %s", task.exception(), exc_info=task.exception())
+        stop_server = getattr(app.state, "stop_server", None)  # set by `fillframe serve`
+        if stop_server is not None:
+            stop_server()
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
     task = asyncio.create_task(start_and_run())
-    task.add_done_callback(_exit_if_failed)
+    task.add_done_callback(stop_if_failed)
     try:
         yield
     finally:
