@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,12 +35,14 @@ def encode_cursor(created_at: datetime, job_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Raise ValueError on anything that is not a cursor we issued."""
+    """Raise ValueError on anything that is not a cursor we issued. A crafted cursor must put
+    neither text (a NUL fails on PostgreSQL) nor a time that overflows in UTC (year 1 at +14:00)
+    into the query, so the time is normalised to UTC and the id must be a UUID."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        return datetime.fromisoformat(created).astimezone(UTC), str(uuid.UUID(job_id))
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise ValueError("cursor is not one this API returned") from exc
 
 
