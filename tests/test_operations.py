@@ -14,7 +14,7 @@ import numpy as np
 
 from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body, submit_and_wait, wait_job
-from tests.utils.servers import LiveServer, create_key, drop_backend, fillframe_env
+from tests.utils.servers import LiveServer, create_key, own_server
 
 LIVE_SETTINGS = {"engine": "tests.utils.engines:SleepEngine", "test_sleep": "0.1"}
 IMAGE = data_uri(np.full((32, 32, 3), 70, np.uint8))
@@ -82,17 +82,15 @@ def test_json_logs_carry_request_and_job_ids(live: LiveServer, client: httpx.Cli
 
 
 def test_retention_deletes_outputs_and_links_answer_410(tmp_path: Path, backend: str) -> None:
-    env = fillframe_env(
+    with own_server(
         tmp_path / "data",
         backend,
         engine="tests.utils.engines:SleepEngine",
         test_sleep="0.05",
         retention_days=str(3 / 86400),  # three seconds
         lease_seconds="2",
-    )
-    server = LiveServer(env)
-    try:
-        key = create_key(env, "retention")
+    ) as server:
+        key = create_key(server.env, "retention")
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
             job = submit_and_wait(client, edit_body(IMAGE, MASK, output_format="png"))
             url = job["result"]["images"][0]
@@ -108,50 +106,40 @@ def test_retention_deletes_outputs_and_links_answer_410(tmp_path: Path, backend:
             gone = httpx.get(url)
             assert gone.status_code == 410 and "expired" in gone.json()["error"]
             assert not files[0].exists()
-            assert query(env, "SELECT deleted FROM files WHERE job_id = :j", j=job["id"]) == [(True,)]
-    finally:
-        server.stop()
-        drop_backend(env)
+            rows = query(server.env, "SELECT deleted FROM files WHERE job_id = :j", j=job["id"])
+            assert rows == [(True,)]
 
 
 def test_sigterm_finishes_the_running_job_within_the_grace_period(tmp_path: Path, backend: str) -> None:
-    env = fillframe_env(
+    with own_server(
         tmp_path / "data", backend, engine="tests.utils.engines:SleepEngine", test_sleep="2",
         shutdown_grace_seconds="15",
-    )  # fmt: skip
-    server = LiveServer(env)
-    try:
-        key = create_key(env, "graceful")
+    ) as server:  # fmt: skip
+        key = create_key(server.env, "graceful")
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
             job_id = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
             wait_job(client, job_id, until={"PROCESSING"})
         # uvicorn re-raises the signal once shut down, so the exit status is -SIGTERM, not a crash.
         assert server.stop(signal.SIGTERM, timeout=25) in (0, -signal.SIGTERM)
-        assert query(env, "SELECT status FROM jobs WHERE id = :j", j=job_id) == [("COMPLETED",)]
-    finally:
-        server.stop()
-        drop_backend(env)
+        assert query(server.env, "SELECT status FROM jobs WHERE id = :j", j=job_id) == [("COMPLETED",)]
 
 
 def test_sigterm_hands_a_long_job_back_to_the_queue(tmp_path: Path, backend: str) -> None:
-    env = fillframe_env(
+    with own_server(
         tmp_path / "data", backend, engine="tests.utils.engines:SleepEngine", test_sleep="60",
         shutdown_grace_seconds="1",
-    )  # fmt: skip
-    server = LiveServer(env)
-    try:
-        key = create_key(env, "impatient")
+    ) as server:  # fmt: skip
+        key = create_key(server.env, "impatient")
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
             job_id = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
             wait_job(client, job_id, until={"PROCESSING"})
         assert server.stop(signal.SIGTERM, timeout=20) in (0, -signal.SIGTERM)
-        rows = query(env, "SELECT status, attempts, worker_id FROM jobs WHERE id = :j", j=job_id)
+        rows = query(server.env, "SELECT status, attempts, worker_id FROM jobs WHERE id = :j", j=job_id)
         assert rows == [("QUEUED", 0, None)]
         # The next server picks it up again.
-        second = LiveServer({**env, "FILLFRAME_TEST_SLEEP": "0.1"})
-        with httpx.Client(base_url=second.url, headers={"X-API-Key": key}) as client:
-            assert wait_job(client, job_id)["status"] == "COMPLETED"
-        second.stop()
-    finally:
-        server.stop()
-        drop_backend(env)
+        second = LiveServer({**server.env, "FILLFRAME_TEST_SLEEP": "0.1"})
+        try:
+            with httpx.Client(base_url=second.url, headers={"X-API-Key": key}) as client:
+                assert wait_job(client, job_id)["status"] == "COMPLETED"
+        finally:
+            second.stop()

@@ -13,7 +13,7 @@ import pytest
 from tests.utils.images import decode
 from tests.utils.jobs import data_uri, edit_body, submit_and_wait
 from tests.utils.s3 import S3, start_s3
-from tests.utils.servers import LiveServer, create_key, drop_backend, fillframe_env
+from tests.utils.servers import create_key, own_server
 
 RGB = np.full((32, 48, 3), 200, np.uint8)
 MASK = np.zeros((32, 48), np.uint8)
@@ -30,17 +30,15 @@ def s3() -> Iterator[S3]:
 @pytest.mark.parametrize("file_urls", ["api", "presigned"])
 def test_results_live_in_the_bucket(tmp_path: Path, backend: str, s3: S3, file_urls: str) -> None:
     bucket = s3.new_bucket()
-    env = fillframe_env(
+    with own_server(
         tmp_path / "data",
         backend,
         engine="tests.utils.engines:SleepEngine",
         test_sleep="0.05",
         file_urls=file_urls,
         **s3.settings(bucket),
-    )
-    server = LiveServer(env)
-    try:
-        key = create_key(env, "s3")
+    ) as server:
+        key = create_key(server.env, "s3")
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
             job = submit_and_wait(client, edit_body(data_uri(RGB), data_uri(MASK), output_format="png"))
             assert job["status"] == "COMPLETED", job
@@ -59,6 +57,3 @@ def test_results_live_in_the_bucket(tmp_path: Path, backend: str, s3: S3, file_u
             assert any(k == f"ff/uploads/{upload['id']}.png" for k in s3.keys(bucket))
             assert client.get(upload["url"]).content == download.content
         assert not (tmp_path / "data" / "files").exists()
-    finally:
-        server.stop()
-        drop_backend(env)

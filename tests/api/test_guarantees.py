@@ -12,7 +12,7 @@ import numpy as np
 from tests.utils.backends import query
 from tests.utils.images import encode, photo
 from tests.utils.jobs import data_uri, edit_body, wait_job
-from tests.utils.servers import LiveServer, cli, create_key, drop_backend, fillframe_env
+from tests.utils.servers import LiveServer, cli, create_key, own_server
 
 LIVE_SETTINGS = {
     "engine": "tests.utils.engines:SleepEngine",
@@ -249,10 +249,8 @@ def test_another_accounts_upload_is_refused(live: LiveServer, client: httpx.Clie
 
 def test_uploads_expire(tmp_path: Path, backend: str) -> None:
     settings = {"engine": "tests.utils.engines:SleepEngine", "upload_ttl_hours": "0.0005"}
-    env = fillframe_env(tmp_path / "data", backend, **settings)
-    server = LiveServer(env)
-    try:
-        key = create_key(env, "expiry")
+    with own_server(tmp_path / "data", backend, **settings) as server:
+        key = create_key(server.env, "expiry")
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
             url = upload(client, encode(np.zeros((8, 8, 3), np.uint8))).json()["url"]
             assert client.get(url).status_code == 200
@@ -260,18 +258,12 @@ def test_uploads_expire(tmp_path: Path, backend: str) -> None:
             assert client.get(url).status_code == 404
             response = client.post("/v2/images/edit", json=edit_body(url, mask=MASK))
             assert response.status_code == 400 and "expired" in response.text
-    finally:
-        server.stop()
-        drop_backend(env)
-        drop_backend(env)
 
 
 def test_an_expired_idempotency_key_starts_afresh(tmp_path: Path, backend: str) -> None:
     settings = {"engine": "tests.utils.engines:SleepEngine", "idempotency_ttl_hours": "0.0003"}
-    env = fillframe_env(tmp_path / "data", backend, **settings)
-    server = LiveServer(env)
-    try:
-        key = create_key(env, "ttl")
+    with own_server(tmp_path / "data", backend, **settings) as server:
+        key = create_key(server.env, "ttl")
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
             headers = {"Idempotency-Key": "nightly-run"}
             first = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK), headers=headers).json()
@@ -280,6 +272,3 @@ def test_an_expired_idempotency_key_starts_afresh(tmp_path: Path, backend: str) 
             time.sleep(1.5)
             again = client.post("/v2/images/edit", json=other_body, headers=headers)
             assert again.status_code == 202 and again.json()["jobId"] != first["jobId"]
-    finally:
-        server.stop()
-        drop_backend(env)

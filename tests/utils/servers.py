@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -148,3 +149,17 @@ class WorkerProcess(FillframeProcess):
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         super().__init__(env, ["worker"], log_path)
+
+
+@contextlib.contextmanager
+def own_server(data_dir: Path, backend: str, *extra: str, **settings: str) -> Iterator[LiveServer]:
+    """A `fillframe serve` with a test's own settings and database; stopped and dropped after."""
+    env = fillframe_env(data_dir, backend, **settings)
+    server = None
+    try:
+        server = LiveServer(env, *extra)
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        drop_backend(env)
