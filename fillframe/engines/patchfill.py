@@ -1,23 +1,30 @@
-"""Exemplar (PatchMatch) hole filling, coarse to fine, on the hole's neighbourhood only.
+"""Exemplar (PatchMatch) hole filling on the hole's neighbourhood only: layout solved coarse,
+pixels copied at full scale.
 
 The plan for one canvas:
 1. `plan_regions` cuts the mask into regions: each hole component's bounding box plus a context
    margin (overlapping boxes merged). Cost then grows with the holes, not the frame.
 2. Thin holes (scratches, text) go to OpenCV's Telea diffusion, which is faster and as good there.
 3. Thick holes go to `fill_region`: PyPatchMatch solves the region at a reduced scale (its cost
-   grows steeply with size), then our own kernel upsamples its nearest-neighbour field one octave
-   at a time and refines it with a few PatchMatch passes (propagation + local random search) and
-   a vote, so the full-scale fill is copied from real pixels instead of being an upsampled blur.
-   PyPatchMatch cannot be given a starting field, hence the separate refinement kernel. Measured
-   (bench/quality.py, one core): PyPatchMatch alone takes 1.05-1.25 s on a whole 512² frame with
-   a 10% box and 560-720 ms on just the box plus its context (target 250 ms); solved at half or
-   quarter scale and upsampled it keeps only 0.3-0.6 of the truth's texture (target 0.75).
-4. A residual measured across the hole's border through the final field is spread a short way
-   into the hole, which removes the seam without touching known pixels.
+   grows steeply with size), `nnfield` finds which allowed source patch each coarse hole pixel
+   now looks like, and every full-scale hole pixel copies the pixel at the same place in the
+   block its coarse pixel (or a better-matching neighbour of it) points to. The fill is made of
+   real pixels, not an upsampled blur. PyPatchMatch cannot return its field, hence the search.
+   Measured (bench/quality.py, one core, 512² box 10%): PyPatchMatch on the whole frame takes
+   1.05-1.25 s, on the box plus its context 560-720 ms; solved at quarter scale and upsampled
+   it keeps 0.3-0.6 of the truth's texture, copied through the field 0.98, in about 100 ms in
+   all. Searching again at finer scales (tried, vectorised) cost 10-110 ms more per octave and
+   took texture down, PSNR up by at most 0.15 dB.
+4. A residual measured across the hole's border through the copy is spread a short way into the
+   hole, which removes the seam without touching known pixels.
 
 Only known pixels within `context` of the hole are used as a source. For outpainting (a wide
 band of new canvas) that is an outer band of the original, which keeps the fill from copying the
-subject (a second face, a second motorbike).
+subject (a second face, a second motorbike). A narrower context also keeps PyPatchMatch's layout
+closer to what surrounds the hole: 0.6 of the hole's inscribed radius measured best.
+
+No JIT: everything is numpy and OpenCV, so importing the engine costs a few MB (numba and LLVM,
+which an earlier version used, cost about 125 MB of every process's memory).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from numba import njit
+
+from fillframe.engines.nnfield import nearest_field, patch_descriptors, whole_patch_sources
 
 try:
     from patchmatch import patch_match as _pm
@@ -39,11 +47,11 @@ StepFn = Callable[[float], None]
 
 # PyPatchMatch reads one process-global seed at the start of every call. Every call here stores
 # the same constant first, so concurrent fills never race on it; the job's seed drives our own
-# refinement kernel instead.
+# field search instead.
 _PM_SEED = 1212
-# Cost of a source pixel that is unknown or off the crop, per pixel: the worst possible RGB error.
-_PENALTY = 3 * 255 * 255
-_FAR = 2**62  # "no match yet" distance
+# Progress through one region after the coarse solve and after the field search (rough cost shares).
+_SOLVED = 0.7
+_MATCHED = 0.85
 
 
 @dataclass(frozen=True)
@@ -54,22 +62,13 @@ class PatchParams:
     work_hole_pixels: int = 3000  # hole size (pixels) at which PyPatchMatch solves the layout
     min_work_radius: float = 4.0  # the hole's inscribed radius must stay this big when solved
     thin_radius: float = 3.0  # holes no thicker than 2x this go to Telea diffusion
-    context_factor: float = 1.0  # context margin as a multiple of the hole's inscribed radius
+    context_factor: float = 0.6  # context margin as a multiple of the hole's inscribed radius
     context_min: int = 48
     context_max_fraction: float = 0.25  # of the known area's short side (outpaint source band)
-    coarse_passes: int = 6  # PatchMatch passes that recover the field at the solved scale
-    em_iterations: int = 1  # search + vote rounds on each intermediate octave
-    passes: int = 2  # PatchMatch passes per round
-    search_radius: int = 8  # random-search radius (pixels of that octave) during refinement
-    # Votes take the best-matching overlapping patch, never a mean: a blurred estimate would draw
-    # flat source patches on the next octave.
-    vote_radius: int = 0  # overlapping patches that vote on intermediate octaves
-    final_vote_radius: int = 1  # ... and on the full-scale one
-    # Search work per octave, in target pixels x passes: huge outpaint octaves get fewer passes,
-    # and past it none (the copy through the upsampled field still keeps their texture).
-    octave_budget: int = 1_500_000
+    search_rounds: int = 3  # rounds of the coarse field search (nnfield.nearest_field)
+    copy_reach: int = 1  # coarse pixels around a block whose matches compete for it
     seam_sigma: float = 8.0  # pixels over which the border residual fades into the hole
-    seam_smooth: float = 0.5  # pixels along the border over which the residual is averaged
+    seam_smooth: float = 1.0  # pixels along the border over which the residual is averaged
 
 
 DEFAULT_PARAMS = PatchParams()
@@ -238,7 +237,7 @@ def fill_canvas(
     """Fill every masked pixel of a canvas; the others come back bit-identical.
 
     rgb: HxWx3 uint8 (any channel order). mask: HxW uint8, nonzero = fill; at least one pixel
-    must be known. on_step(fraction in [0, 1]) is called between regions and octaves and may
+    must be known. on_step(fraction in [0, 1]) is called between regions and stages and may
     raise to stop. Returns (filled HxWx3 uint8 copy, the regions it filled).
     """
     out = rgb.copy()
@@ -295,11 +294,11 @@ def fill_region(
     params: PatchParams = DEFAULT_PARAMS,
     on_step: StepFn | None = None,
 ) -> np.ndarray:
-    """Fill `hole` in one crop by exemplar patches, coarse to fine.
+    """Fill `hole` in one crop by exemplar patches: layout solved coarse, copied at full scale.
 
     rgb: HxWx3 uint8 crop. hole: HxW bool, True = fill; at least one known pixel must lie within
     `context` pixels of it (those are the only ones copied). on_step(fraction) is called between
-    octaves and may raise to stop the fill.
+    stages and may raise to stop the fill.
     Returns HxWx3 uint8: the crop with hole pixels filled, others unchanged.
     """
     allowed = _allowed_sources(hole, context)
@@ -308,75 +307,156 @@ def fill_region(
     pyramid = _build_pyramid(rgb, hole, allowed, _levels_for(hole, context, params))
     while len(pyramid) > 1 and not pyramid[-1][2].any():  # a thin source band vanished there
         pyramid.pop()
-    rng = np.array([_seed_state(seed)], dtype=np.uint64)
+    levels = len(pyramid) - 1
     pr = params.patch_radius
-    top = len(pyramid) - 1
-    weights = [float(level[1].size) for level in pyramid]  # progress by octave area
-    done, total = 0.0, sum(weights)
-
-    est, known, ok = pyramid[top]
-    est = _solve_layout(est, known, ok, pr)
-    if top == 0:  # small hole: solved at full scale, the library's fill is final
-        if on_step is not None:
-            on_step(1.0)
+    img, known, ok = pyramid[-1]
+    est = _solve_layout(img, known, ok, pr)
+    if levels == 0:  # small hole: solved at full scale, the library's fill is final
+        _report(on_step, 1.0)
         return est
-    ys, xs = _targets(known, pr)
-    nnf = np.full((*known.shape, 2), -1, np.int32)
-    nnfd = np.full(known.shape, _FAR, np.int64)
-    _random_init(est, known, ok, ys, xs, nnf, nnfd, pr, rng)
-    _search(est, known, ok, ys, xs, nnf, nnfd, pr, params.coarse_passes, max(est.shape[:2]), rng)
-
-    for level in range(top - 1, -1, -1):
-        done += weights[level + 1]
-        if on_step is not None:
-            on_step(done / total)
-        est, nnf, src = _refine_octave(pyramid[level], est, nnf, params, rng, final=level == 0)
-
-    out = _blend_seam(est, pyramid[0][1], src, params.seam_sigma, params.seam_smooth)
-    if on_step is not None:
-        on_step(1.0)
+    _report(on_step, _SOLVED)
+    rng = np.random.default_rng(seed % 2**64)
+    field = _match(est, known, ok, rng, params)
+    _report(on_step, _MATCHED)
+    out, copy = _copy_through(rgb, hole, est, field, levels, params.copy_reach)
+    out = _blend_seam(out, hole, copy, params.seam_sigma, params.seam_smooth)
+    _report(on_step, 1.0)
     return out
 
 
-def _refine_octave(
-    octave: tuple[np.ndarray, np.ndarray, np.ndarray],
-    prev_est: np.ndarray,
-    prev_nnf: np.ndarray,
-    params: PatchParams,
-    rng: np.ndarray,
-    *,
-    final: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One octave finer: upsample the field, copy through it, then search and vote.
-
-    The first estimate copies real pixels of this octave through the upsampled field, not an
-    upsampled (blurred) image: matching against a blur would pick flat source patches. Huge
-    octaves get the passes `octave_budget` affords, possibly none.
-    """
-    img, known, ok = octave
+def _match(
+    est: np.ndarray, known: np.ndarray, ok: np.ndarray, rng: np.random.Generator, params: PatchParams
+) -> _FieldMap:
+    """The field of the coarse fill's hole pixels: which allowed source each one looks like."""
     pr = params.patch_radius
-    hole_ys, hole_xs = (a.astype(np.int32) for a in np.nonzero(known == 0))
-    rounds = 1 if final else params.em_iterations
-    affordable = params.octave_budget // max(hole_ys.size, 1)
-    passes = min(params.passes, affordable)
-    rounds = min(rounds, max(1, affordable // max(passes, 1)))
-    ys, xs = (hole_ys, hole_xs) if passes == 0 else _targets(known, pr)
-    nnf = np.full((*known.shape, 2), -1, np.int32)
-    nnfd = np.full(known.shape, _FAR, np.int64)
-    _upsample_nnf(ok, ys, xs, prev_nnf, nnf, rng)
-    est = img.copy()
-    _seed_estimate(prev_est, hole_ys, hole_xs, est)  # for pixels that get no vote
-    src = np.full((*known.shape, 2), -1, np.int32)  # where each hole pixel's value came from
-    _vote(est, known, hole_ys, hole_xs, nnf, nnfd, 0, est, src)
-    if passes == 0:
-        return est, nnf, src
-    _evaluate(est, known, ys, xs, nnf, nnfd, pr)
-    for i in range(rounds):
-        _search(est, known, ok, ys, xs, nnf, nnfd, pr, passes, params.search_radius, rng)
-        last = final and i == rounds - 1
-        radius = params.final_vote_radius if last else params.vote_radius
-        _vote(est, known, hole_ys, hole_xs, nnf, nnfd, radius, est, src)
-    return est, nnf, src
+    ty, tx = (a.astype(np.int32) for a in np.nonzero(known == 0))
+    sources = whole_patch_sources(ok, known, pr)
+    field = nearest_field(patch_descriptors(est, pr), ty, tx, sources, rng, params.search_rounds)
+    maps = _FieldMap(
+        np.full(known.shape, -1, np.int32),
+        np.full(known.shape, -1, np.int32),
+        np.full(known.shape, np.inf, np.float32),
+    )
+    maps.y[ty, tx], maps.x[ty, tx], maps.d[ty, tx] = field.sy, field.sx, field.d
+    return maps
+
+
+def _report(on_step: StepFn | None, fraction: float) -> None:
+    if on_step is not None:
+        on_step(fraction)
+
+
+@dataclass(frozen=True)
+class _FieldMap:
+    """The coarse field as images: the source (y, x) of each pixel (-1 = none), its distance."""
+
+    y: np.ndarray  # HxW int32
+    x: np.ndarray  # HxW int32
+    d: np.ndarray  # HxW float32, inf = none
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """Hole pixels (ys, xs) and the pixel each was copied from (sy, sx; -1 = none)."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    sy: np.ndarray
+    sx: np.ndarray
+
+
+def _copy_through(
+    rgb: np.ndarray,
+    hole: np.ndarray,
+    coarse: np.ndarray,
+    field: _FieldMap,
+    levels: int,
+    reach: int,
+) -> tuple[np.ndarray, _Copy]:
+    """Copy every hole pixel from full scale through the coarse field.
+
+    A hole pixel in block (cy, cx) of 2^levels pixels takes the pixel at the same place relative
+    to a block some coarse pixel near it matched (within `reach` coarse pixels; the best-matching
+    one wins, which keeps good matches coherent): real pixels, not an upsampled blur, so the
+    texture survives. Should no candidate land on a known pixel, the coarse fill's pixel is used.
+    coarse: the coarse fill, hxwx3 uint8; field: the coarse field.
+    """
+    height, width = hole.shape
+    ch, cw = field.y.shape
+    ys, xs = (a.astype(np.int32) for a in np.nonzero(hole))
+    cy, cx = ys >> levels, xs >> levels
+    best = np.full(ys.size, np.inf, np.float32)
+    sy = np.full(ys.size, -1, np.int32)
+    sx = np.full(ys.size, -1, np.int32)
+    for a in range(-reach, reach + 1):
+        for b in range(-reach, reach + 1):
+            qy, qx = np.clip(cy + a, 0, ch - 1), np.clip(cx + b, 0, cw - 1)
+            my, mx = field.y[qy, qx], field.x[qy, qx]
+            ty = (my << levels) + (ys - (qy << levels))
+            tx = (mx << levels) + (xs - (qx << levels))
+            fits = (my >= 0) & _inside(ty, tx, height, width)
+            fits[fits] = ~hole[ty[fits], tx[fits]]
+            d = field.d[qy, qx]
+            take = fits & (d < best)
+            best[take], sy[take], sx[take] = d[take], ty[take], tx[take]
+    good = sy >= 0
+    out = rgb.copy()
+    out[ys, xs] = np.where(good[:, None], rgb[np.maximum(sy, 0), np.maximum(sx, 0)], coarse[cy, cx])
+    return out, _Copy(ys, xs, sy, sx)
+
+
+def _blend_seam(img: np.ndarray, hole: np.ndarray, copy: _Copy, fade: float, smooth: float) -> np.ndarray:
+    """Spread the colour step found across the hole's border a few pixels into the hole.
+
+    For a hole pixel next to a known one, `copy` says which source pixel the fill copied; the
+    source pixel's neighbour in the same direction is what the fill "expects" the known pixel to
+    be. Their difference, averaged over `smooth` pixels along the border, is carried to every hole
+    pixel from its nearest border pixel and faded over `fade` pixels into the hole: the step
+    across the border then equals the step inside the copied source.
+    """
+    resid, count = _border_residual(img, hole, copy)
+    border = count > 0
+    if not border.any():
+        return img
+    if smooth > 0:  # normalised convolution: averages border pixels only
+        resid = cv2.GaussianBlur(resid, (0, 0), smooth)
+        count = cv2.GaussianBlur(count, (0, 0), smooth)
+    by, bx = np.nonzero(border)
+    step = resid[by, bx] / count[by, bx, None]
+    # Labels of zero pixels run in raster order, like np.nonzero: label k is border pixel k - 1.
+    _, nearest = cv2.distanceTransformWithLabels(
+        (~border).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)[copy.ys, copy.xs] - 1.0
+    near = depth <= 3.0 * fade
+    ys, xs = copy.ys[near], copy.xs[near]
+    weight = np.exp(-0.5 * (np.maximum(depth[near], 0.0) / fade) ** 2)
+    shift = step[nearest[ys, xs] - 1] * weight[:, None]
+    out = img.copy()
+    out[ys, xs] = np.clip(img[ys, xs] + shift + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _border_residual(img: np.ndarray, hole: np.ndarray, copy: _Copy) -> tuple[np.ndarray, np.ndarray]:
+    """Per hole pixel beside known ones: the sum over those neighbours of known value minus the
+    value the copied source continues with (HxWx3 float32), and how many there were (HxW)."""
+    height, width = hole.shape
+    resid = np.zeros((height, width, 3), np.float32)
+    count = np.zeros((height, width), np.float32)
+    copied = copy.sy >= 0
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        ky, kx = copy.ys + dy, copy.xs + dx
+        qy, qx = copy.sy + dy, copy.sx + dx
+        use = copied & _inside(ky, kx, height, width) & _inside(qy, qx, height, width)
+        use[use] = ~hole[ky[use], kx[use]] & ~hole[qy[use], qx[use]]
+        ys, xs = copy.ys[use], copy.xs[use]
+        resid[ys, xs] += img[ky[use], kx[use]].astype(np.float32) - img[qy[use], qx[use]]
+        count[ys, xs] += 1.0
+    return resid, count
+
+
+def _inside(ys: np.ndarray, xs: np.ndarray, height: int, width: int) -> np.ndarray:
+    return (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
 
 
 def _levels_for(hole: np.ndarray, context: int, params: PatchParams) -> int:
@@ -439,287 +519,3 @@ def _solve_layout(rgb: np.ndarray, known: np.ndarray, ok: np.ndarray, pr: int) -
     else:
         out = _pm.inpaint(rgb, hole, patch_size=pr)
     return np.ascontiguousarray(out)
-
-
-def _targets(known: np.ndarray, pr: int) -> tuple[np.ndarray, np.ndarray]:
-    """Raster-ordered (ys, xs) of pixels whose patch overlaps the hole: they get a field entry."""
-    hole = (known == 0).astype(np.uint8)
-    near = cv2.dilate(hole, np.ones((2 * pr + 1, 2 * pr + 1), np.uint8))
-    ys, xs = np.nonzero(near)
-    return ys.astype(np.int32), xs.astype(np.int32)
-
-
-def _blend_seam(
-    est: np.ndarray, known: np.ndarray, src: np.ndarray, fade: float, smooth: float
-) -> np.ndarray:
-    """Spread the colour step found across the hole's border a few pixels into the hole.
-
-    For a hole pixel next to a known one, `src` says which source pixel the fill copied; the
-    source pixel's neighbour in the same direction is what the fill "expects" the known pixel to
-    be. Their difference, averaged over `smooth` pixels along the border and faded over `fade`
-    pixels into the hole, is added to the fill: the step across the border then equals the step
-    inside the copied source. Cost grows with the band along the border, not with the hole.
-    """
-    hole_u8 = (known == 0).astype(np.uint8)
-    ys, xs = (a.astype(np.int32) for a in np.nonzero(hole_u8))
-    resid = np.zeros((*known.shape, 3), np.float32)
-    count = np.zeros(known.shape, np.float32)
-    _border_residual(est, known, ys, xs, src, resid, count)
-    dist = cv2.distanceTransform(hole_u8, cv2.DIST_L2, 3)
-    out = est.copy()
-    _spread_residual(resid, count, dist, ys, xs, fade, smooth, out)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Numba kernels. Images are HxWx3 uint8; `known`/`ok` HxW uint8 flags; the field `nnf` is
-# HxWx2 int32 (source y, x; -1 = none) with its patch distance in `nnfd` (int64).
-
-
-def _seed_state(seed: int) -> int:
-    """A nonzero 64-bit xorshift state from any integer seed (splitmix64 finaliser)."""
-    z = (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) or 1
-
-
-@njit(cache=True, nogil=True)
-def _randint(state: np.ndarray, n: int) -> int:
-    x = state[0]
-    x ^= x >> np.uint64(12)
-    x ^= x << np.uint64(25)
-    x ^= x >> np.uint64(27)
-    state[0] = x
-    r = (x * np.uint64(2685821657736338717)) >> np.uint64(33)
-    return int(r % np.uint64(n))
-
-
-@njit(cache=True, nogil=True)
-def _dist(img, known, ty, tx, sy, sx, pr, cutoff):  # type: ignore[no-untyped-def]
-    """SSD between the patch at target (ty, tx) and source (sy, sx); stops early past cutoff."""
-    h, w = known.shape
-    d = 0
-    if pr <= ty < h - pr and pr <= tx < w - pr and pr <= sy < h - pr and pr <= sx < w - pr:
-        # Both patches inside the crop (the common case): no bounds checks.
-        for dy in range(-pr, pr + 1):
-            for dx in range(-pr, pr + 1):
-                if known[sy + dy, sx + dx] == 0:
-                    d += _PENALTY
-                    continue
-                for c in range(3):
-                    e = np.int32(img[ty + dy, tx + dx, c]) - np.int32(img[sy + dy, sx + dx, c])
-                    d += e * e
-            if d >= cutoff:
-                return d
-        return d
-    for dy in range(-pr, pr + 1):
-        yt = ty + dy
-        if yt < 0 or yt >= h:
-            continue
-        ys = sy + dy
-        for dx in range(-pr, pr + 1):
-            xt = tx + dx
-            if xt < 0 or xt >= w:
-                continue
-            xs = sx + dx
-            if ys < 0 or ys >= h or xs < 0 or xs >= w or known[ys, xs] == 0:
-                d += _PENALTY
-                continue
-            for c in range(3):
-                e = np.int64(img[yt, xt, c]) - np.int64(img[ys, xs, c])
-                d += e * e
-        if d >= cutoff:
-            return d
-    return d
-
-
-@njit(cache=True, nogil=True)
-def _random_init(img, known, ok, ys, xs, nnf, nnfd, pr, state):  # type: ignore[no-untyped-def]
-    """Point every target at a random allowed source pixel."""
-    srcy, srcx = np.nonzero(ok)
-    n = srcy.size
-    for i in range(ys.size):
-        k = _randint(state, n)
-        sy, sx = srcy[k], srcx[k]
-        nnf[ys[i], xs[i], 0] = sy
-        nnf[ys[i], xs[i], 1] = sx
-        nnfd[ys[i], xs[i]] = _dist(img, known, ys[i], xs[i], sy, sx, pr, _FAR)
-
-
-@njit(cache=True, nogil=True)
-def _try(img, known, ok, nnf, nnfd, ty, tx, sy, sx, pr):  # type: ignore[no-untyped-def]
-    h, w = known.shape
-    if sy < 0 or sy >= h or sx < 0 or sx >= w or ok[sy, sx] == 0:
-        return
-    if sy == nnf[ty, tx, 0] and sx == nnf[ty, tx, 1]:
-        return
-    d = _dist(img, known, ty, tx, sy, sx, pr, nnfd[ty, tx])
-    if d < nnfd[ty, tx]:
-        nnf[ty, tx, 0] = sy
-        nnf[ty, tx, 1] = sx
-        nnfd[ty, tx] = d
-
-
-@njit(cache=True, nogil=True)
-def _search(img, known, ok, ys, xs, nnf, nnfd, pr, passes, radius, state):  # type: ignore[no-untyped-def]
-    """PatchMatch passes over the targets: propagation from the previous neighbours (alternating
-    scan direction) and a random search around the current match with halving radius."""
-    h, w = known.shape
-    n = ys.size
-    for p in range(passes):
-        step = 1 if p % 2 == 0 else -1
-        for k in range(n):
-            i = k if step == 1 else n - 1 - k
-            ty, tx = ys[i], xs[i]
-            if nnfd[ty, tx] == 0:
-                continue
-            ny = ty - step
-            if 0 <= ny < h and nnf[ny, tx, 0] >= 0:
-                _try(img, known, ok, nnf, nnfd, ty, tx, nnf[ny, tx, 0] + step, nnf[ny, tx, 1], pr)
-            nx = tx - step
-            if 0 <= nx < w and nnf[ty, nx, 0] >= 0:
-                _try(img, known, ok, nnf, nnfd, ty, tx, nnf[ty, nx, 0], nnf[ty, nx, 1] + step, pr)
-            r = radius
-            while r >= 1:
-                cy = nnf[ty, tx, 0] + _randint(state, 2 * r + 1) - r
-                cx = nnf[ty, tx, 1] + _randint(state, 2 * r + 1) - r
-                cy = min(max(cy, 0), h - 1)
-                cx = min(max(cx, 0), w - 1)
-                _try(img, known, ok, nnf, nnfd, ty, tx, cy, cx, pr)
-                r //= 2
-
-
-@njit(cache=True, nogil=True)
-def _upsample_nnf(ok, ys, xs, coarse, nnf, state):  # type: ignore[no-untyped-def]
-    """Fine field from the coarse one: twice the coarse match plus the offset inside the 2x2 block."""
-    h, w = ok.shape
-    ch, cw = coarse.shape[0], coarse.shape[1]
-    srcy, srcx = np.nonzero(ok)
-    n = srcy.size
-    for i in range(ys.size):
-        ty, tx = ys[i], xs[i]
-        cy, cx = min(ty // 2, ch - 1), min(tx // 2, cw - 1)
-        sy, sx = -1, -1
-        if coarse[cy, cx, 0] >= 0:
-            sy = min(2 * coarse[cy, cx, 0] + (ty - 2 * cy), h - 1)
-            sx = min(2 * coarse[cy, cx, 1] + (tx - 2 * cx), w - 1)
-            if ok[sy, sx] == 0:
-                sy = -1
-        if sy < 0:
-            k = _randint(state, n)
-            sy, sx = srcy[k], srcx[k]
-        nnf[ty, tx, 0] = sy
-        nnf[ty, tx, 1] = sx
-
-
-@njit(cache=True, nogil=True)
-def _evaluate(img, known, ys, xs, nnf, nnfd, pr):  # type: ignore[no-untyped-def]
-    """Patch distance of every target's current match."""
-    for i in range(ys.size):
-        ty, tx = ys[i], xs[i]
-        nnfd[ty, tx] = _dist(img, known, ty, tx, nnf[ty, tx, 0], nnf[ty, tx, 1], pr, _FAR)
-
-
-@njit(cache=True, nogil=True)
-def _vote(img, known, ys, xs, nnf, nnfd, radius, out, src):  # type: ignore[no-untyped-def]
-    """Each hole pixel takes its value from the best-matching patch within `radius` that covers
-    it (a copy, never a mean, so the fill stays sharp) and records its origin in `src`.
-    `out` may be `img`: only known pixels are read."""
-    h, w = known.shape
-    for i in range(ys.size):
-        ty, tx = ys[i], xs[i]
-        found = False
-        bestd = _FAR
-        by, bx = 0, 0
-        for dy in range(-radius, radius + 1):
-            qy = ty + dy
-            if qy < 0 or qy >= h:
-                continue
-            for dx in range(-radius, radius + 1):
-                qx = tx + dx
-                if qx < 0 or qx >= w or nnf[qy, qx, 0] < 0:
-                    continue
-                sy = nnf[qy, qx, 0] - dy
-                sx = nnf[qy, qx, 1] - dx
-                if sy < 0 or sy >= h or sx < 0 or sx >= w or known[sy, sx] == 0:
-                    continue
-                if not found or nnfd[qy, qx] < bestd:
-                    found = True
-                    bestd = nnfd[qy, qx]
-                    by, bx = sy, sx
-        if found:
-            src[ty, tx, 0] = by
-            src[ty, tx, 1] = bx
-            for c in range(3):
-                out[ty, tx, c] = img[by, bx, c]
-
-
-@njit(cache=True, nogil=True)
-def _border_residual(img, known, ys, xs, src, resid, count):  # type: ignore[no-untyped-def]
-    """For hole pixels beside known ones: known value minus the value the copied source continues with."""
-    h, w = known.shape
-    for i in range(ys.size):
-        ty, tx = ys[i], xs[i]
-        sy0, sx0 = src[ty, tx, 0], src[ty, tx, 1]
-        if sy0 < 0:
-            continue
-        for k in range(4):
-            dy = (-1, 1, 0, 0)[k]
-            dx = (0, 0, -1, 1)[k]
-            ky, kx = ty + dy, tx + dx
-            if ky < 0 or ky >= h or kx < 0 or kx >= w or known[ky, kx] == 0:
-                continue
-            sy, sx = sy0 + dy, sx0 + dx
-            if sy < 0 or sy >= h or sx < 0 or sx >= w or known[sy, sx] == 0:
-                continue
-            for c in range(3):
-                resid[ty, tx, c] += np.float32(img[ky, kx, c]) - np.float32(img[sy, sx, c])
-            count[ty, tx] += 1.0
-
-
-@njit(cache=True, nogil=True)
-def _seed_estimate(coarse, ys, xs, out):  # type: ignore[no-untyped-def]
-    """Hole pixels take their coarse pixel (nearest upsampling)."""
-    ch, cw = coarse.shape[0], coarse.shape[1]
-    for i in range(ys.size):
-        cy, cx = min(ys[i] // 2, ch - 1), min(xs[i] // 2, cw - 1)
-        for c in range(3):
-            out[ys[i], xs[i], c] = coarse[cy, cx, c]
-
-
-@njit(cache=True, nogil=True)
-def _spread_residual(resid, count, dist, ys, xs, fade, smooth, out):  # type: ignore[no-untyped-def]
-    """Add to each hole pixel near the border the border residual around it, faded by its distance
-    from the border. Normalised convolution with a narrow Gaussian: its common factor cancels, so
-    at any depth it averages the nearest stretch of border over about `smooth` pixels."""
-    h, w = count.shape
-    for i in range(ys.size):
-        ty, tx = ys[i], xs[i]
-        depth = max(dist[ty, tx] - 1.0, 0.0)
-        if depth > 3.0 * fade:
-            continue
-        # Border pixels farther than depth + 3 * smooth weigh nothing after normalising.
-        reach = math.ceil(depth + 3.0 * smooth) + 2
-        r0 = 0.0
-        r1 = 0.0
-        r2 = 0.0
-        wsum = 0.0
-        for y in range(max(0, ty - reach), min(h, ty + reach + 1)):
-            for x in range(max(0, tx - reach), min(w, tx + reach + 1)):
-                n = count[y, x]
-                if n == 0.0:
-                    continue
-                # Offset by the depth so the nearest border pixels weigh about 1 (no underflow).
-                d2 = (y - ty) ** 2 + (x - tx) ** 2 - depth * depth
-                wt = math.exp(-0.5 * d2 / (smooth * smooth))
-                r0 += wt * resid[y, x, 0]
-                r1 += wt * resid[y, x, 1]
-                r2 += wt * resid[y, x, 2]
-                wsum += wt * n
-        if wsum <= 1e-12:
-            continue
-        k = math.exp(-0.5 * (depth / fade) ** 2) / wsum
-        out[ty, tx, 0] = np.uint8(min(max(out[ty, tx, 0] + r0 * k + 0.5, 0.0), 255.0))
-        out[ty, tx, 1] = np.uint8(min(max(out[ty, tx, 1] + r1 * k + 0.5, 0.0), 255.0))
-        out[ty, tx, 2] = np.uint8(min(max(out[ty, tx, 2] + r2 * k + 0.5, 0.0), 255.0))

@@ -1,6 +1,6 @@
 """`telea`: OpenCV's Telea inpainting (what IOPaint's `cv2` model runs), on the hole's bounding box.
 
-The fastest engine and the lightest (no numba, no PatchMatch): it smears the border inwards, so it
+The fastest engine and the lightest (no PatchMatch): it smears the border inwards, so it
 suits scratches, text and small blemishes; large holes come out blurred, where `classic` keeps the
 texture. Ignores the prompt; deterministic.
 """

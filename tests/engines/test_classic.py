@@ -3,6 +3,8 @@ progress, cancel), edge cases, fill plausibility and outpaint seams."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -13,6 +15,7 @@ from skimage import data
 
 from fillframe.engines.base import FillJob, engine_class
 from fillframe.engines.classic import ClassicEngine
+from fillframe.engines.nnfield import nearest_field, patch_descriptors, whole_patch_sources
 from fillframe.engines.patchfill import plan_regions
 from fillframe.errors import Cancelled, InvalidInput
 from fillframe.imaging.canvas import outpaint_canvas
@@ -207,10 +210,10 @@ def test_progress_is_monotonic_and_ends_at_100(engine: ClassicEngine) -> None:
     engine.fill(job(rgb, mask), seen.append, lambda: False)
     assert seen == sorted(set(seen))
     assert seen[0] == 0 and seen[-1] == 100
-    assert len(seen) >= 4  # reported between octaves, not only at the ends
+    assert len(seen) >= 4  # reported between stages, not only at the ends
 
 
-def test_cancel_stops_between_octaves(engine: ClassicEngine) -> None:
+def test_cancel_stops_between_stages(engine: ClassicEngine) -> None:
     rgb = photo("chelsea", 400, 300)
     mask = box((300, 400), 60, 80, 150, 160)
     seen: list[int] = []
@@ -276,6 +279,30 @@ def test_overlapping_contexts_merge_into_one_region() -> None:
     regions = plan_regions(mask)
     assert len(regions) == 1
     assert regions[0].hole_pixels == np.count_nonzero(mask)
+
+
+def test_field_search_finds_a_copied_patch() -> None:
+    rgb = photo("astronaut", 96)
+    rgb[40:60, 50:70] = rgb[10:30, 10:30]  # the target area is an exact copy of a known one
+    known = np.ones((96, 96), np.uint8)
+    known[40:60, 50:70] = 0
+    sources = whole_patch_sources(known, known, 3)
+    assert not sources[37:63, 47:73].any() and sources[10:30, 10:30].all()
+    ty, tx = (a.astype(np.int32) for a in np.nonzero(known[43:57, 53:67] == 0))
+    ty, tx = ty + 43, tx + 53
+    desc = patch_descriptors(rgb, 3)
+    field = nearest_field(desc, ty, tx, sources, np.random.default_rng(0), 3)
+    exact = (field.sy == ty - 30) & (field.sx == tx - 40)
+    assert exact.mean() > 0.9
+    again = nearest_field(desc, ty, tx, sources, np.random.default_rng(0), 3)
+    assert np.array_equal(again.sy, field.sy) and np.array_equal(again.sx, field.sx)
+
+
+def test_classic_engine_does_not_import_a_jit() -> None:
+    # numba and LLVM would add about 125 MB to every server process (the idle-memory target).
+    code = "import sys, fillframe.engines.classic; print(sorted({'numba', 'llvmlite'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.fixture
