@@ -7,14 +7,17 @@ statements whose exact SQL matters, and Core keeps them visible.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from fillframe.sqlite_driver import LoopConnection
 
 metadata = sa.MetaData()
 
@@ -175,20 +178,22 @@ webhook_deliveries = sa.Table(
 )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Autocommit at the driver level so SQLAlchemy's "begin" hook below decides how to begin.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+_Stmt = TypeVar("_Stmt")
+
+
+def upserts(build: Callable[[Callable[..., Any]], _Stmt]) -> dict[str, _Stmt]:
+    """One prebuilt statement per dialect, from `build(insert)` where `insert` is that dialect's
+    INSERT (the one with ON CONFLICT). Index the result with `conn.dialect.name`.
+
+    The hot paths (submit, claim, finish) execute statements built once, with bound parameters:
+    building and cache-keying a statement per call cost more than running it."""
+    return {"sqlite": build(sqlite.insert), "postgresql": build(postgresql.insert)}
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
     # Writers take the write lock up front: a deferred transaction that reads and then writes can
-    # fail with SQLITE_BUSY without waiting, while BEGIN IMMEDIATE waits on busy_timeout.
+    # fail with SQLITE_BUSY without waiting, while BEGIN IMMEDIATE waits for the lock (off the
+    # event loop: fillframe/sqlite_driver.py).
     mode = "IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "DEFERRED"
     conn.exec_driver_sql(f"BEGIN {mode}")
 
@@ -211,11 +216,19 @@ def plain_url(url: str) -> str:
 def create_engine(url: str) -> AsyncEngine:
     url = async_url(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=8, max_overflow=8)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        path = sa.make_url(url).database or ":memory:"
+
+        async def connect() -> LoopConnection:
+            return await LoopConnection(path, busy_timeout_ms=10_000)
+
+        engine = create_async_engine(url, pool_size=8, max_overflow=8, async_creator=connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pool_pre_ping: for asyncpg it is three round trips (BEGIN, ping, ROLLBACK) per checkout,
+    # which doubled the cost of a short transaction. A connection that died (a server restart)
+    # fails its statement instead; SQLAlchemy then discards the whole pool, the API answers that
+    # request with a 503 and Retry-After (api/errors.py) and the worker retries its claim.
+    return create_async_engine(url, pool_size=10, max_overflow=20)
 
 
 class Database:
@@ -229,10 +242,16 @@ class Database:
         self.engine = create_engine(self.url)
         self.is_sqlite = self.url.startswith("sqlite")
         self._write_lock = asyncio.Lock()
+        # PostgreSQL reads need no transaction: without one they skip a BEGIN and a ROLLBACK
+        # round trip each. (SQLite's are local calls, and its BEGIN comes from the hook above.)
+        self._reader = (
+            self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        """A connection for queries. On PostgreSQL each statement is its own transaction."""
+        async with self._reader.connect() as conn:
             yield conn
 
     @asynccontextmanager
@@ -243,11 +262,23 @@ class Database:
             return
         # SQLite has one writer at a time. Queue this process's writers here, in order, rather
         # than in SQLite's busy handler, which sleeps in steps of up to 100 ms and turned a busy
-        # moment into second-long tail latencies. Other processes still meet busy_timeout.
+        # moment into second-long tail latencies. Other processes' writers are waited for on a
+        # worker thread (fillframe/sqlite_driver.py).
         async with self._write_lock, self.engine.connect() as conn:
             conn = await conn.execution_options(sqlite_write=True)
             async with conn.begin():
                 yield conn
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """For a write that is one statement: on PostgreSQL it commits by itself, one round trip
+        instead of three (BEGIN, it, COMMIT). On SQLite this is `write()`."""
+        if self.is_sqlite:
+            async with self.write() as conn:
+                yield conn
+            return
+        async with self._reader.connect() as conn:
+            yield conn
 
     async def close(self) -> None:
         await self.engine.dispose()

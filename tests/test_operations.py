@@ -143,3 +143,32 @@ def test_sigterm_hands_a_long_job_back_to_the_queue(tmp_path: Path, backend: str
                 assert wait_job(client, job_id)["status"] == "COMPLETED"
         finally:
             second.stop()
+
+
+def test_connections_cut_by_the_database_cost_at_most_a_503(tmp_path: Path) -> None:
+    """PostgreSQL ends every session (a restart or failover): no request gets a 500, the one that
+    meets a dead connection gets a 503 with Retry-After, and service resumes on fresh ones."""
+    with own_server(
+        tmp_path / "data", "postgresql", engine="tests.utils.engines:SleepEngine", test_sleep="0.05"
+    ) as server:
+        key = create_key(server.env, "failover")
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
+            for _ in range(3):  # fill the pool with connections that are about to die
+                assert client.get("/v2/me").status_code == 200
+            cut = query(
+                server.env,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            assert cut[0][0] >= 1
+            statuses = []
+            for _ in range(6):
+                reply = client.get("/v2/me")
+                statuses.append(reply.status_code)
+                if reply.status_code == 503:
+                    assert reply.headers["Retry-After"] == "1"
+            assert set(statuses) <= {200, 503} and statuses.count(503) <= 1, statuses
+            assert statuses[-1] == 200
+            # The worker's connections died too; it claims and finishes new jobs all the same.
+            job = submit_and_wait(client, edit_body(IMAGE, MASK))
+            assert job["status"] == "COMPLETED"

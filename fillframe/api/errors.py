@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,12 @@ def install(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(DBAPIError)
+    async def _db_down(request: Request, exc: DBAPIError) -> JSONResponse:
+        # Unreachable, locked, or a pooled connection that died (a server restart): the pool
+        # has been discarded by now, so a retry gets a fresh connection.
+        if not isinstance(exc, OperationalError) and not exc.connection_invalidated:
+            return await _unexpected(request, exc)
         log.warning("database unavailable: %s", exc.orig)
         return JSONResponse(
             {"error": "The database is unavailable; retry with backoff."},
