@@ -80,29 +80,31 @@ async def create_key(
     return api_key, row
 
 
+_AUTHENTICATE = (
+    sa.select(
+        api_keys.c.id,
+        api_keys.c.name,
+        api_keys.c.prefix,
+        api_keys.c.key_hash,
+        api_keys.c.active,
+        api_keys.c.revoked_at,
+        api_keys.c.rate_limit_per_minute,
+        accounts.c.id.label("account_id"),
+        accounts.c.name.label("account_name"),
+        accounts.c.unlimited,
+        accounts.c.plan,
+        accounts.c.max_concurrent_jobs,
+    )
+    .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .where(api_keys.c.key_hash == sa.bindparam("key_hash"))
+)
+
+
 async def authenticate(db: Database, api_key: str | None) -> Caller:
     if not api_key:
         raise AuthError(401, "API key is required")
-    query = (
-        sa.select(
-            api_keys.c.id,
-            api_keys.c.name,
-            api_keys.c.prefix,
-            api_keys.c.key_hash,
-            api_keys.c.active,
-            api_keys.c.revoked_at,
-            api_keys.c.rate_limit_per_minute,
-            accounts.c.id.label("account_id"),
-            accounts.c.name.label("account_name"),
-            accounts.c.unlimited,
-            accounts.c.plan,
-            accounts.c.max_concurrent_jobs,
-        )
-        .join(accounts, accounts.c.id == api_keys.c.account_id)
-        .where(api_keys.c.key_hash == hash_key(api_key))
-    )
     async with db.read() as conn:
-        row = (await conn.execute(query)).mappings().first()
+        row = (await conn.execute(_AUTHENTICATE, {"key_hash": hash_key(api_key)})).mappings().first()
     if row is None or row["revoked_at"] is not None:
         raise AuthError(401, "Invalid API key")
     if not row["active"]:

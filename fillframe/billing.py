@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe.db import accounts, credit_ledger, utcnow
+from fillframe.db import UTCDateTime, accounts, credit_ledger, utcnow
 
 
 class InsufficientCredits(Exception):
@@ -18,6 +18,24 @@ class InsufficientCredits(Exception):
         super().__init__(f"Insufficient credits: {required} required, {available} available.")
         self.required = required
         self.available = available
+
+
+# Built once: these run on every submit and every job's end.
+_RECORD = credit_ledger.insert()
+_ADD = (
+    accounts.update()
+    .where(accounts.c.id == sa.bindparam("b_account_id"))
+    .values(credits=accounts.c.credits + sa.bindparam("b_amount"))
+)
+_TAKE = (
+    accounts.update()
+    .where(
+        accounts.c.id == sa.bindparam("b_account_id"),
+        accounts.c.unlimited.is_(False),
+        accounts.c.credits >= sa.bindparam("b_cost"),
+    )
+    .values(credits=accounts.c.credits - sa.bindparam("b_cost"))
+)
 
 
 async def _move(
@@ -32,20 +50,10 @@ async def _move(
 ) -> None:
     """Write one ledger row and move `accounts.credits` by `amount` (unless `balance_done`: the
     caller already moved it, as a hold does in its conditional UPDATE)."""
-    await conn.execute(
-        credit_ledger.insert().values(
-            account_id=account_id,
-            job_id=job_id,
-            kind=kind,
-            amount=amount,
-            reason=reason,
-            created_at=utcnow(),
-        )
-    )
+    row = {"account_id": account_id, "job_id": job_id, "kind": kind, "amount": amount, "reason": reason}
+    await conn.execute(_RECORD, {**row, "created_at": utcnow()})
     if amount and not balance_done:
-        await conn.execute(
-            accounts.update().where(accounts.c.id == account_id).values(credits=accounts.c.credits + amount)
-        )
+        await conn.execute(_ADD, {"b_account_id": account_id, "b_amount": amount})
 
 
 async def grant(conn: AsyncConnection, account_id: str, amount: int, *, reason: str) -> None:
@@ -70,15 +78,7 @@ async def ledger_sum(conn: AsyncConnection, account_id: str) -> int:
 
 async def hold(conn: AsyncConnection, account_id: str, job_id: str, cost: int) -> None:
     """Take `cost` from a metered account for `job_id`, or raise InsufficientCredits."""
-    taken = await conn.execute(
-        accounts.update()
-        .where(
-            accounts.c.id == account_id,
-            accounts.c.unlimited.is_(False),
-            accounts.c.credits >= cost,
-        )
-        .values(credits=accounts.c.credits - cost)
-    )
+    taken = await conn.execute(_TAKE, {"b_account_id": account_id, "b_cost": cost})
     if taken.rowcount == 1:
         await _move(conn, account_id, "hold", -cost, job_id=job_id, balance_done=True)
         return
@@ -92,30 +92,40 @@ async def hold(conn: AsyncConnection, account_id: str, job_id: str, cost: int) -
     raise InsufficientCredits(cost, int(row.credits) if row else 0)
 
 
-async def _held(conn: AsyncConnection, job_id: str) -> tuple[str, int] | None:
-    row = (
-        await conn.execute(
-            sa.select(credit_ledger.c.account_id, credit_ledger.c.amount).where(
-                credit_ledger.c.job_id == job_id, credit_ledger.c.kind == "hold"
-            )
-        )
-    ).first()
-    return (row.account_id, -int(row.amount)) if row else None
+def _after_hold(kind: str) -> sa.Insert:
+    """The ledger row that settles a job's hold, written from the hold row itself in one
+    statement (nothing when the job had no hold: unmetered). A capture moves nothing (the hold
+    already took the credits) and notes the amount; a refund gives the hold's amount back."""
+    hold = credit_ledger.alias("hold")
+    amount = sa.literal(0, sa.BigInteger) if kind == "capture" else -hold.c.amount
+    reason = sa.cast(-hold.c.amount, sa.String) + " credits" if kind == "capture" else sa.null()
+    rows = sa.select(
+        hold.c.account_id,
+        hold.c.job_id,
+        sa.literal(kind),
+        amount,
+        reason,
+        sa.bindparam("now", type_=UTCDateTime()),
+    ).where(hold.c.job_id == sa.bindparam("job_id"), hold.c.kind == "hold")
+    columns = ["account_id", "job_id", "kind", "amount", "reason", "created_at"]
+    return (
+        credit_ledger.insert()
+        .from_select(columns, rows)
+        .returning(credit_ledger.c.account_id, credit_ledger.c.amount)
+    )
 
 
-async def capture(conn: AsyncConnection, job_id: str) -> int:
-    """Make a job's hold final. Returns the credits captured (0 for unmetered jobs)."""
-    held = await _held(conn, job_id)
-    if held is None:
-        return 0
-    await _move(conn, held[0], "capture", 0, job_id=job_id, reason=f"{held[1]} credits")
-    return held[1]
+_CAPTURE = _after_hold("capture")
+_REFUND = _after_hold("refund")
 
 
-async def refund(conn: AsyncConnection, job_id: str) -> int:
-    """Give a job's hold back. Returns the credits refunded (0 for unmetered jobs)."""
-    held = await _held(conn, job_id)
-    if held is None:
-        return 0
-    await _move(conn, held[0], "refund", held[1], job_id=job_id)
-    return held[1]
+async def capture(conn: AsyncConnection, job_id: str) -> None:
+    """Make a job's hold final (one statement; no-op for unmetered jobs)."""
+    await conn.execute(_CAPTURE, {"job_id": job_id, "now": utcnow()})
+
+
+async def refund(conn: AsyncConnection, job_id: str) -> None:
+    """Give a job's hold back (no-op for unmetered jobs)."""
+    row = (await conn.execute(_REFUND, {"job_id": job_id, "now": utcnow()})).first()
+    if row is not None and row.amount:
+        await conn.execute(_ADD, {"b_account_id": row.account_id, "b_amount": row.amount})

@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe.db import rate_windows
+from fillframe.db import rate_windows, upserts
 
 WINDOW_SECONDS = 60
 
@@ -29,6 +27,17 @@ class RateState:
         }
 
 
+_COUNT = upserts(
+    lambda insert: (
+        insert(rate_windows)
+        .on_conflict_do_update(
+            index_elements=["api_key_id", "window_start"], set_={"count": rate_windows.c.count + 1}
+        )
+        .returning(rate_windows.c.count)
+    )
+)
+
+
 class RateLimited(Exception):
     def __init__(self, state: RateState) -> None:
         super().__init__(f"Rate limit of {state.limit} submits per minute reached.")
@@ -44,16 +53,8 @@ async def count_submit(
     now = time.time() if now is None else now
     window = int(now // WINDOW_SECONDS)
     reset = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = (
-        insert(rate_windows)
-        .values(api_key_id=api_key_id, window_start=window, count=1)
-        .on_conflict_do_update(
-            index_elements=["api_key_id", "window_start"], set_={"count": rate_windows.c.count + 1}
-        )
-        .returning(rate_windows.c.count)
-    )
-    count = int((await conn.execute(stmt)).scalar_one())
+    params = {"api_key_id": api_key_id, "window_start": window, "count": 1}
+    count = int((await conn.execute(_COUNT[conn.dialect.name], params)).scalar_one())
     state = RateState(limit, max(0, limit - count), reset)
     if count > limit:
         raise RateLimited(state)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe.db import idempotency_keys, jobs
+from fillframe.db import UTCDateTime, idempotency_keys, jobs, upserts
 
 MAX_KEY_LENGTH = 255
 
@@ -34,6 +33,18 @@ class IdempotencyKey:
 
 class KeyReused(Exception):
     """The key was used before with a different body."""
+
+
+def _claim(insert: Any) -> Any:
+    stmt = insert(idempotency_keys)
+    return stmt.on_conflict_do_update(
+        index_elements=["account_id", "key"],
+        set_={name: stmt.excluded[name] for name in ("request_hash", "job_id", "expires_at")},
+        where=idempotency_keys.c.expires_at <= sa.bindparam("now", type_=UTCDateTime()),
+    ).returning(idempotency_keys.c.job_id)
+
+
+_CLAIM = upserts(_claim)
 
 
 async def replay(
@@ -71,13 +82,12 @@ async def claim(
 ) -> bool:
     """Record the key for `job_id` in one statement, taking over an expired record of it.
     False when a live record holds the key (the caller then replays it)."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(idempotency_keys).values(
-        account_id=account_id, key=idem.key, request_hash=idem.request_hash, job_id=job_id, expires_at=expires
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["account_id", "key"],
-        set_={"request_hash": idem.request_hash, "job_id": job_id, "expires_at": expires},
-        where=idempotency_keys.c.expires_at <= now,
-    ).returning(idempotency_keys.c.job_id)
-    return (await conn.execute(stmt)).first() is not None
+    params = {
+        "account_id": account_id,
+        "key": idem.key,
+        "request_hash": idem.request_hash,
+        "job_id": job_id,
+        "expires_at": expires,
+        "now": now,
+    }
+    return (await conn.execute(_CLAIM[conn.dialect.name], params)).first() is not None
