@@ -14,9 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from fillframe.contract import MAX_SEED, EditRequest
-from fillframe.engines.base import CancelledFn, Engine, FillOutput, ProgressFn
-from fillframe.imaging.encode import encode_image
-from fillframe.jobs.worker import SourceLoader, check_output, network_loader, prepare
+from fillframe.engines.base import CancelledFn, Engine, ProgressFn
+from fillframe.jobs.worker import SourceLoader, network_loader, prepare, render
 from fillframe.settings import Settings
 
 # Stands in for local paths while the request is validated: the contract only knows URLs.
@@ -102,9 +101,7 @@ def run_local(
     """
     seed = secrets.randbelow(MAX_SEED + 1) if seed is None else seed
     job = asyncio.run(prepare({"request": request, "seed": seed}, settings, file_loader(settings)))
-    # As the worker does: with nothing to fill, the canvas is the answer.
-    out = engine.fill(job, progress, cancelled) if job.mask.any() else FillOutput(job.rgb.copy())
-    rgb = check_output(job, out)
-    data, content_type = encode_image(rgb, job.output_format)
+    done = render(engine, job, progress, cancelled)
     progress(100)
-    return LocalResult(data, content_type, rgb.shape[1], rgb.shape[0], seed, out.notes)
+    height, width = job.rgb.shape[:2]
+    return LocalResult(done.data, done.content_type, width, height, seed, done.notes)

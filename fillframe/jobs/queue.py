@@ -1,8 +1,10 @@
 """The durable queue: claim with a lease, heartbeat, and requeue jobs whose worker vanished.
 
 Claim is one UPDATE ... WHERE id = (SELECT ... LIMIT 1) ... RETURNING statement. SQLite runs
-it under BEGIN IMMEDIATE (one writer at a time); PostgreSQL adds FOR UPDATE SKIP LOCKED. Per-account
-concurrency limits are applied here, at claim time, so extra jobs wait QUEUED instead of failing.
+it under BEGIN IMMEDIATE (one writer at a time). PostgreSQL runs the same statement, plus FOR
+UPDATE SKIP LOCKED, inside the `fillframe_claim` function (migration 0003) under an advisory lock,
+in one round trip. Per-account concurrency limits are applied here, at claim time, so extra jobs
+wait QUEUED instead of failing.
 """
 
 from __future__ import annotations
@@ -19,10 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fillframe.db import Database, accounts, jobs, plain_url, utcnow
 
 log = logging.getLogger(__name__)
-
-# Serialises claims on PostgreSQL so the per-account concurrency count cannot race.
-_PG_CLAIM_LOCK = 7_300_418
-
 
 CHANNEL = "fillframe_jobs"
 DONE_CHANNEL = "fillframe_done"
@@ -60,8 +58,11 @@ class Notifier:
                 self._finished.pop(job_id, None)
 
 
-def _claim_statement(skip_locked: bool) -> sa.Update:
-    """Built once per dialect: the oldest runnable job whose account is under its concurrency limit."""
+def _claim_statement() -> sa.Update:
+    """The job runnable longest (earliest `run_after`, then oldest) whose account is under its
+    concurrency limit. SQLite's claim; the PostgreSQL function in migration 0003 runs the same
+    statement. The order is that of the `ix_jobs_queue` index (status, run_after, created_at), so
+    the database walks the index from its start instead of sorting every queued job per claim."""
     other = jobs.alias("running")
     running = (
         sa.select(sa.func.count())
@@ -76,11 +77,9 @@ def _claim_statement(skip_locked: bool) -> sa.Update:
     candidate = (
         sa.select(jobs.c.id)
         .where(jobs.c.status == "QUEUED", jobs.c.run_after <= now, running < limit)
-        .order_by(jobs.c.created_at)
+        .order_by(jobs.c.run_after, jobs.c.created_at)
         .limit(1)
     )
-    if skip_locked:
-        candidate = candidate.with_for_update(skip_locked=True)
     return (
         jobs.update()
         .where(jobs.c.id == candidate.scalar_subquery(), jobs.c.status == "QUEUED")
@@ -95,18 +94,18 @@ def _claim_statement(skip_locked: bool) -> sa.Update:
     )
 
 
-_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
-_PG_LOCK = sa.text(f"SELECT pg_advisory_xact_lock({_PG_CLAIM_LOCK})")
+_CLAIM = _claim_statement()
+_PG_CLAIM = sa.text(
+    f"SELECT {', '.join(c.name for c in jobs.c)} FROM fillframe_claim(:worker_id, :now, :lease_expires_at)"
+).columns(*jobs.c)
 
 
 async def claim(db: Database, worker_id: str, lease_seconds: float) -> dict[str, Any] | None:
     """Take the oldest runnable job, mark it PROCESSING under a lease, and return its row."""
     now = utcnow()
     params = {"now": now, "worker_id": worker_id, "lease_expires_at": now + timedelta(seconds=lease_seconds)}
-    async with db.write() as conn:
-        if not db.is_sqlite:
-            await conn.execute(_PG_LOCK)
-        row = (await conn.execute(_CLAIM[not db.is_sqlite], params)).mappings().first()
+    async with db.autocommit() as conn:
+        row = (await conn.execute(_CLAIM if db.is_sqlite else _PG_CLAIM, params)).mappings().first()
     return dict(row) if row else None
 
 
@@ -168,14 +167,21 @@ async def announce(conn: AsyncConnection) -> None:
         await conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
 
 
+def done_signal() -> sa.ColumnElement[Any]:
+    """`pg_notify` of a job's end, to put in the RETURNING clause of the statement that ends it."""
+    return sa.func.pg_notify(DONE_CHANNEL, jobs.c.id).label("done_signal")
+
+
 async def announce_done(conn: AsyncConnection, job_id: str) -> None:
     """Inside a transaction that ended a job: tell waiting requests in other processes at commit."""
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.select(sa.func.pg_notify(DONE_CHANNEL, job_id)))
 
 
-async def listen(db: Database, notifier: Notifier, stop: asyncio.Event) -> None:
-    """Forward NOTIFYs (queued jobs, finished jobs) to `notifier` until `stop`; reconnect after failures."""
+async def listen(db: Database, notifier: Notifier, stop: asyncio.Event, *, finished: bool = True) -> None:
+    """Forward NOTIFYs (queued jobs and, with `finished`, finished jobs) to `notifier` until
+    `stop`; reconnect after failures. Only a process with an API needs finished jobs (requests
+    waiting with `Prefer: wait`); a lone worker would wake for every job every worker ends."""
     import asyncpg
 
     while not stop.is_set():
@@ -183,7 +189,8 @@ async def listen(db: Database, notifier: Notifier, stop: asyncio.Event) -> None:
         try:
             conn = await asyncpg.connect(plain_url(db.url))
             await conn.add_listener(CHANNEL, lambda *_: notifier.notify())
-            await conn.add_listener(DONE_CHANNEL, lambda _c, _p, _ch, job_id: notifier.finished(job_id))
+            if finished:
+                await conn.add_listener(DONE_CHANNEL, lambda _c, _p, _ch, job_id: notifier.finished(job_id))
             notifier.notify()  # catch up with anything queued while we were not listening
             while not stop.is_set() and not conn.is_closed():
                 with contextlib.suppress(TimeoutError):

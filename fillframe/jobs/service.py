@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fillframe import billing, limits
 from fillframe.accounts import Caller
 from fillframe.contract import TERMINAL, EditRequest
-from fillframe.db import Database, files, jobs, utcnow
+from fillframe.db import Database, UTCDateTime, credit_ledger, files, jobs, utcnow
 from fillframe.jobs import idempotency, queue
 from fillframe.jobs.idempotency import IdempotencyKey
 from fillframe.jobs.store import get_job, iso
@@ -67,6 +67,9 @@ class Submitted:
     status: str
     replayed: bool = False
     rate: RateState | None = None
+
+
+_INSERT_JOB = jobs.insert()
 
 
 async def submit(
@@ -120,7 +123,7 @@ async def submit(
             rate = await limits.count_submit(conn, caller.key_id, rate_limit)
             if not caller.unlimited:
                 await billing.hold(conn, caller.account_id, row["id"], cost)
-            await conn.execute(jobs.insert().values(**row))
+            await conn.execute(_INSERT_JOB, row)
             await queue.announce(conn)
     except IntegrityError:
         if idem is None:
@@ -175,6 +178,54 @@ async def _queue_webhook(
     await deliver.enqueue(conn, job["id"], event, job["webhook_url"], payload)
 
 
+def _finish_statement(dialect: str) -> sa.Update:
+    """End the job if it is still PROCESSING (and, when `fence`, still this worker's).
+
+    On PostgreSQL, where each statement is a round trip, RETURNING does two more things: it says
+    whether the job holds credits (unmetered jobs then skip the ledger) and sends the `done`
+    notification, delivered at commit. (SQLite renders RETURNING columns unqualified, which would
+    turn the `held` subquery's `jobs.id` into the ledger's own `id`; its statements are local
+    calls anyway, so it settles every job and has no one to notify.)"""
+    status = sa.bindparam("b_status")
+    returning: list[sa.ColumnElement[Any]] = [
+        jobs.c.id,
+        jobs.c.account_id,
+        jobs.c.model,
+        jobs.c.credit_cost,
+        jobs.c.result,
+        jobs.c.webhook_url,
+        jobs.c.webhook_events,
+        jobs.c.base_url,
+    ]
+    if dialect == "postgresql":
+        held = sa.exists().where(credit_ledger.c.job_id == jobs.c.id, credit_ledger.c.kind == "hold")
+        returning += [held.label("held"), queue.done_signal()]
+    return (
+        jobs.update()
+        .where(
+            jobs.c.id == sa.bindparam("job_id"),
+            jobs.c.status == "PROCESSING",
+            sa.or_(sa.bindparam("fence").is_(False), jobs.c.worker_id == sa.bindparam("b_worker_id")),
+        )
+        .values(
+            status=status,
+            progress=sa.case((status == "COMPLETED", 100), else_=jobs.c.progress),
+            result=sa.bindparam("b_result", type_=jobs.c.result.type),
+            notes=sa.bindparam("b_notes", type_=jobs.c.notes.type),
+            error=sa.bindparam("b_error"),
+            error_code=sa.bindparam("b_error_code"),
+            completed_at=sa.bindparam("now", type_=UTCDateTime()),
+            worker_id=None,
+            lease_expires_at=None,
+        )
+        .returning(*returning)
+    )
+
+
+_FINISH = {dialect: _finish_statement(dialect) for dialect in ("sqlite", "postgresql")}
+_INSERT_FILE = files.insert()
+
+
 async def finish(
     db: Database,
     job_id: str,
@@ -197,56 +248,40 @@ async def finish(
         result = {
             "files": [{"id": f.id, "ext": f.ext, "expires": int(expires.timestamp())} for f in outcome.files]
         }
-    condition = [jobs.c.id == job_id, jobs.c.status == "PROCESSING"]
-    if worker_id is not None:
-        condition.append(jobs.c.worker_id == worker_id)
+    values = {
+        "job_id": job_id,
+        "fence": worker_id is not None,
+        "b_worker_id": worker_id,
+        "b_status": outcome.status,
+        "b_result": result,
+        "b_notes": outcome.notes,
+        "b_error": outcome.error,
+        "b_error_code": outcome.error_code,
+        "now": now,
+    }
     async with db.write() as conn:
-        changed = await conn.execute(
-            jobs.update()
-            .where(*condition)
-            .values(
-                status=outcome.status,
-                progress=100 if outcome.status == "COMPLETED" else jobs.c.progress,
-                result=result,
-                notes=outcome.notes,
-                error=outcome.error,
-                error_code=outcome.error_code,
-                completed_at=now,
-                worker_id=None,
-                lease_expires_at=None,
-            )
-            .returning(
-                jobs.c.id,
-                jobs.c.account_id,
-                jobs.c.model,
-                jobs.c.credit_cost,
-                jobs.c.result,
-                jobs.c.webhook_url,
-                jobs.c.webhook_events,
-                jobs.c.base_url,
-            )
-        )
-        job = changed.mappings().first()
+        job = (await conn.execute(_FINISH[conn.dialect.name], values)).mappings().first()
         if job is None:
             return False
-        account_id = job["account_id"]
-        for f in outcome.files:
-            await conn.execute(
-                files.insert().values(
-                    id=f.id,
-                    account_id=account_id,
-                    job_id=job_id,
-                    kind="output",
-                    storage_key=f.storage_key,
-                    content_type=f.content_type,
-                    byte_size=f.byte_size,
-                    created_at=now,
-                    expires_at=expires,
-                    deleted=False,
-                )
-            )
-        await _settle(conn, job_id, outcome.status)
-        await queue.announce_done(conn, job_id)
+        if outcome.files:
+            rows = [
+                {
+                    "id": f.id,
+                    "account_id": job["account_id"],
+                    "job_id": job_id,
+                    "kind": "output",
+                    "storage_key": f.storage_key,
+                    "content_type": f.content_type,
+                    "byte_size": f.byte_size,
+                    "created_at": now,
+                    "expires_at": expires,
+                    "deleted": False,
+                }
+                for f in outcome.files
+            ]
+            await conn.execute(_INSERT_FILE, rows)
+        if job.get("held", True):
+            await _settle(conn, job_id, outcome.status)
         await _queue_webhook(
             conn,
             dict(job),

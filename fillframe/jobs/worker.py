@@ -24,7 +24,7 @@ import numpy as np
 
 from fillframe import logs, metrics, uploads
 from fillframe.db import Database
-from fillframe.engines.base import Engine, FillJob, FillOutput
+from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
 from fillframe.errors import Cancelled, FillError, TimedOut
 from fillframe.imaging.canvas import build_canvas, plan_outpaint
 from fillframe.imaging.decode import decode_image, decode_mask
@@ -78,18 +78,10 @@ async def prepare(row: dict[str, Any], settings: Settings, load: SourceLoader | 
     request = row["request"]
     params = request["fluxFillParams"]
     image_bytes = await load(params["image"], "image")
-    rgb = await asyncio.to_thread(decode_image, image_bytes, max_pixels=settings.max_pixels)
-    if params.get("mode", "inpaint") == "outpaint":
-        height, width = rgb.shape[:2]
-        plan = plan_outpaint(
-            width, height, params.get("outpaint", "Zoom out 1.5x"), settings.max_output_pixels
-        )
-        canvas, mask = await asyncio.to_thread(build_canvas, rgb, plan)
-    else:
-        mask_bytes = await load(params["mask"], "mask")
-        mask = await asyncio.to_thread(decode_mask, mask_bytes, max_pixels=settings.max_pixels)
-        check_same_size(rgb, mask)
-        canvas = rgb
+    outpaint = params.get("mode", "inpaint") == "outpaint"
+    mask_bytes = None if outpaint else await load(params["mask"], "mask")
+    preset = params.get("outpaint", "Zoom out 1.5x")
+    canvas, mask = await asyncio.to_thread(decode_inputs, image_bytes, mask_bytes, preset, settings)
     return FillJob(
         rgb=canvas,
         mask=mask,
@@ -101,6 +93,20 @@ async def prepare(row: dict[str, Any], settings: Settings, load: SourceLoader | 
         prompt_upsampling=params.get("prompt_upsampling", False),
         output_format=params.get("output_format", "jpg"),
     )
+
+
+def decode_inputs(
+    image_bytes: bytes, mask_bytes: bytes | None, preset: str, settings: Settings
+) -> tuple[np.ndarray, np.ndarray]:
+    """The canvas and mask from the fetched bytes: the image and its mask (inpaint), or the
+    image placed on the preset's canvas with the new area as the mask (no mask bytes)."""
+    rgb = decode_image(image_bytes, max_pixels=settings.max_pixels)
+    if mask_bytes is None:
+        height, width = rgb.shape[:2]
+        return build_canvas(rgb, plan_outpaint(width, height, preset, settings.max_output_pixels))
+    mask = decode_mask(mask_bytes, max_pixels=settings.max_pixels)
+    check_same_size(rgb, mask)
+    return rgb, mask
 
 
 def check_output(job: FillJob, out: FillOutput) -> np.ndarray:
@@ -116,6 +122,21 @@ def check_output(job: FillJob, out: FillOutput) -> np.ndarray:
     return fixed
 
 
+@dataclass(frozen=True)
+class Rendered:
+    data: bytes
+    content_type: str | None
+    notes: dict[str, Any] | None
+
+
+def render(engine: Engine, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> Rendered:
+    """A job's whole image work, blocking (one worker thread): the engine's fill (nothing to
+    fill: the canvas is the answer), the unmasked pixels restored, the encoding."""
+    out = engine.fill(job, progress, cancelled) if job.mask.any() else FillOutput(job.rgb.copy())
+    data, content_type = encode_image(check_output(job, out), job.output_format)
+    return Rendered(data, content_type, out.notes)
+
+
 class Worker:
     def __init__(
         self,
@@ -129,7 +150,10 @@ class Worker:
         self.db = db
         self.store = store
         self.engine = engine
+        # Given a notifier, the worker shares it with an API in its process, whose waiting
+        # requests then need to hear of jobs other processes finish; a lone worker does not.
         self.notifier = notifier or Notifier()
+        self.serves_api = notifier is not None
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[str, RunState] = {}
         self.retention = timedelta(days=settings.retention_days)
@@ -146,7 +170,8 @@ class Worker:
         if self.settings.webhook_concurrency:
             tasks.append(asyncio.create_task(self.deliverer.run(stop)))
         if not self.db.is_sqlite:
-            tasks.append(asyncio.create_task(queue.listen(self.db, self.notifier, stop)))
+            listener = queue.listen(self.db, self.notifier, stop, finished=self.serves_api)
+            tasks.append(asyncio.create_task(listener))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -306,15 +331,13 @@ class Worker:
     async def _attempt(self, row: dict[str, Any], state: RunState) -> Outcome:
         try:
             job = await prepare(row, self.settings, self._loader(row["account_id"]))
-            out = await self._fill(job, state)
-            rgb = check_output(job, out)
-            data, content_type = await asyncio.to_thread(encode_image, rgb, job.output_format)
+            done = await self._render(job, state)
             file_id = str(uuid.uuid4())
             ext = job.output_format
             key = output_key(file_id, ext)
-            await self.store.put(key, data)
-            stored = StoredFile(file_id, key, ext, content_type or EXTENSION_TYPES[ext], len(data))
-            return Outcome.completed([stored], out.notes)
+            await self.store.put(key, done.data)
+            stored = StoredFile(file_id, key, ext, done.content_type or EXTENSION_TYPES[ext], len(done.data))
+            return Outcome.completed([stored], done.notes)
         except FillError as exc:
             if state.reason == "cancel":
                 return Outcome.failed("cancelled", "The job was cancelled.")
@@ -323,12 +346,10 @@ class Worker:
             log.exception("engine %s failed on job %s", self.engine.name, row["id"])
             return Outcome.failed("engine_error", f"The {self.engine.name} engine failed on this job.")
 
-    async def _fill(self, job: FillJob, state: RunState) -> FillOutput:
-        if not job.mask.any():
-            return FillOutput(job.rgb.copy())
-        task = asyncio.to_thread(self.engine.fill, job, state.set_progress, state.stop.is_set)
+    async def _render(self, job: FillJob, state: RunState) -> Rendered:
+        task = asyncio.to_thread(render, self.engine, job, state.set_progress, state.stop.is_set)
         try:
-            out = await asyncio.wait_for(task, self.settings.job_timeout_seconds)
+            rendered = await asyncio.wait_for(task, self.settings.job_timeout_seconds)
         except TimeoutError:
             state.halt("timeout")
             raise TimedOut(
@@ -336,7 +357,7 @@ class Worker:
             ) from None
         if state.stop.is_set() and state.reason in ("cancel", "shutdown", "lost"):
             raise Cancelled()
-        return out
+        return rendered
 
 
 async def stop_gracefully(worker: Worker | None, task: asyncio.Task[None], grace: float) -> None:
