@@ -193,9 +193,10 @@ def upserts(build: Callable[[Callable[..., Any]], _Stmt]) -> dict[str, _Stmt]:
 def _sqlite_begin(conn: sa.Connection) -> None:
     # Writers take the write lock up front: a deferred transaction that reads and then writes can
     # fail with SQLITE_BUSY without waiting, while BEGIN IMMEDIATE waits for the lock (off the
-    # event loop: fillframe/sqlite_driver.py).
-    mode = "IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "DEFERRED"
-    conn.exec_driver_sql(f"BEGIN {mode}")
+    # event loop: fillframe/sqlite_driver.py). Readers issue no BEGIN: each of their statements
+    # is its own transaction (the driver is in autocommit), as reads are on PostgreSQL.
+    if conn.get_execution_options().get("sqlite_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def async_url(url: str) -> str:
@@ -242,8 +243,8 @@ class Database:
         self.engine = create_engine(self.url)
         self.is_sqlite = self.url.startswith("sqlite")
         self._write_lock = asyncio.Lock()
-        # PostgreSQL reads need no transaction: without one they skip a BEGIN and a ROLLBACK
-        # round trip each. (SQLite's are local calls, and its BEGIN comes from the hook above.)
+        # Reads need no transaction: on PostgreSQL that spares a BEGIN and a ROLLBACK round trip
+        # each. (SQLite's driver is in autocommit already and the hook above begins only writes.)
         self._reader = (
             self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
