@@ -72,27 +72,47 @@ def network_loader(settings: Settings) -> SourceLoader:
     return load
 
 
-async def prepare(row: dict[str, Any], settings: Settings, load: SourceLoader | None = None) -> FillJob:
-    """Fetch and decode the job's inputs into the canvas and mask an engine fills."""
+@dataclass(frozen=True)
+class Sources:
+    """A job's inputs as fetched, not yet decoded (decoding is CPU work for a worker thread)."""
+
+    row: dict[str, Any]
+    image: bytes
+    mask: bytes | None  # None: outpaint, the mask is the preset's new area
+
+
+async def fetch_sources(row: dict[str, Any], settings: Settings, load: SourceLoader | None = None) -> Sources:
     load = load or network_loader(settings)
-    request = row["request"]
-    params = request["fluxFillParams"]
+    params = row["request"]["fluxFillParams"]
     image_bytes = await load(params["image"], "image")
     outpaint = params.get("mode", "inpaint") == "outpaint"
     mask_bytes = None if outpaint else await load(params["mask"], "mask")
+    return Sources(row, image_bytes, mask_bytes)
+
+
+def fill_job(sources: Sources, settings: Settings) -> FillJob:
+    """Decode the inputs into the canvas and mask an engine fills (blocking)."""
+    request = sources.row["request"]
+    params = request["fluxFillParams"]
     preset = params.get("outpaint", "Zoom out 1.5x")
-    canvas, mask = await asyncio.to_thread(decode_inputs, image_bytes, mask_bytes, preset, settings)
+    canvas, mask = decode_inputs(sources.image, sources.mask, preset, settings)
     return FillJob(
         rgb=canvas,
         mask=mask,
         prompt=params.get("prompt") or request.get("prompt") or "",
-        seed=int(row["seed"]),
+        seed=int(sources.row["seed"]),
         steps=params.get("steps", 50),
         guidance=params.get("guidance", 3.0),
         safety_tolerance=params.get("safety_tolerance", 2),
         prompt_upsampling=params.get("prompt_upsampling", False),
         output_format=params.get("output_format", "jpg"),
     )
+
+
+async def prepare(row: dict[str, Any], settings: Settings, load: SourceLoader | None = None) -> FillJob:
+    """Fetch and decode the job's inputs into the canvas and mask an engine fills."""
+    sources = await fetch_sources(row, settings, load)
+    return await asyncio.to_thread(fill_job, sources, settings)
 
 
 def decode_inputs(
@@ -125,16 +145,17 @@ def check_output(job: FillJob, out: FillOutput) -> np.ndarray:
 @dataclass(frozen=True)
 class Rendered:
     data: bytes
+    ext: str
     content_type: str | None
     notes: dict[str, Any] | None
 
 
 def render(engine: Engine, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> Rendered:
-    """A job's whole image work, blocking (one worker thread): the engine's fill (nothing to
-    fill: the canvas is the answer), the unmasked pixels restored, the encoding."""
+    """The engine's fill (nothing to fill: the canvas is the answer), the unmasked pixels
+    restored, the encoding. Blocking."""
     out = engine.fill(job, progress, cancelled) if job.mask.any() else FillOutput(job.rgb.copy())
     data, content_type = encode_image(check_output(job, out), job.output_format)
-    return Rendered(data, content_type, out.notes)
+    return Rendered(data, job.output_format, content_type, out.notes)
 
 
 class Worker:
@@ -330,13 +351,13 @@ class Worker:
 
     async def _attempt(self, row: dict[str, Any], state: RunState) -> Outcome:
         try:
-            job = await prepare(row, self.settings, self._loader(row["account_id"]))
-            done = await self._render(job, state)
+            sources = await fetch_sources(row, self.settings, self._loader(row["account_id"]))
+            done = await self._render(sources, state)
             file_id = str(uuid.uuid4())
-            ext = job.output_format
-            key = output_key(file_id, ext)
+            key = output_key(file_id, done.ext)
             await self.store.put(key, done.data)
-            stored = StoredFile(file_id, key, ext, done.content_type or EXTENSION_TYPES[ext], len(done.data))
+            content_type = done.content_type or EXTENSION_TYPES[done.ext]
+            stored = StoredFile(file_id, key, done.ext, content_type, len(done.data))
             return Outcome.completed([stored], done.notes)
         except FillError as exc:
             if state.reason == "cancel":
@@ -346,8 +367,12 @@ class Worker:
             log.exception("engine %s failed on job %s", self.engine.name, row["id"])
             return Outcome.failed("engine_error", f"The {self.engine.name} engine failed on this job.")
 
-    async def _render(self, job: FillJob, state: RunState) -> Rendered:
-        task = asyncio.to_thread(render, self.engine, job, state.set_progress, state.stop.is_set)
+    def _decode_and_render(self, sources: Sources, state: RunState) -> Rendered:
+        """All of a job's CPU work in one worker thread: one hand-off per job, not one per step."""
+        return render(self.engine, fill_job(sources, self.settings), state.set_progress, state.stop.is_set)
+
+    async def _render(self, sources: Sources, state: RunState) -> Rendered:
+        task = asyncio.to_thread(self._decode_and_render, sources, state)
         try:
             rendered = await asyncio.wait_for(task, self.settings.job_timeout_seconds)
         except TimeoutError:
