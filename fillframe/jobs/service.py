@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -226,6 +226,48 @@ _FINISH = {dialect: _finish_statement(dialect) for dialect in ("sqlite", "postgr
 _INSERT_FILE = files.insert()
 
 
+def _finish_with_file() -> sa.Select[Any]:
+    """PostgreSQL: the finish and its output's `files` row in one statement, one round trip
+    fewer (a data-modifying CTE, which runs whether or not the outer SELECT reads it; when the
+    finish matches no row, neither does the insert)."""
+    done = _FINISH["postgresql"].cte("done")
+    output = sa.select(
+        sa.bindparam("f_id", type_=sa.String()),
+        done.c.account_id,
+        done.c.id,
+        sa.literal("output"),
+        sa.bindparam("f_key", type_=sa.String()),
+        sa.bindparam("f_type", type_=sa.String()),
+        sa.bindparam("f_size", type_=sa.Integer()),
+        sa.bindparam("now", type_=UTCDateTime()),
+        sa.bindparam("f_expires", type_=UTCDateTime()),
+        sa.false(),
+    )
+    columns = [c.name for c in files.c]
+    stored = files.insert().from_select(columns, output).cte("stored")
+    return sa.select(*done.c).add_cte(stored)
+
+
+_FINISH_WITH_FILE = _finish_with_file()
+
+
+def _file_row(
+    f: StoredFile, account_id: str, job_id: str, now: datetime, expires: datetime
+) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "account_id": account_id,
+        "job_id": job_id,
+        "kind": "output",
+        "storage_key": f.storage_key,
+        "content_type": f.content_type,
+        "byte_size": f.byte_size,
+        "created_at": now,
+        "expires_at": expires,
+        "deleted": False,
+    }
+
+
 async def finish(
     db: Database,
     job_id: str,
@@ -260,26 +302,22 @@ async def finish(
         "now": now,
     }
     async with db.write() as conn:
-        job = (await conn.execute(_FINISH[conn.dialect.name], values)).mappings().first()
-        if job is None:
-            return False
-        if outcome.files:
-            rows = [
-                {
-                    "id": f.id,
-                    "account_id": job["account_id"],
-                    "job_id": job_id,
-                    "kind": "output",
-                    "storage_key": f.storage_key,
-                    "content_type": f.content_type,
-                    "byte_size": f.byte_size,
-                    "created_at": now,
-                    "expires_at": expires,
-                    "deleted": False,
-                }
-                for f in outcome.files
-            ]
-            await conn.execute(_INSERT_FILE, rows)
+        if conn.dialect.name == "postgresql" and len(outcome.files) == 1:
+            f = outcome.files[0]
+            stored = {"f_id": f.id, "f_key": f.storage_key, "f_type": f.content_type, "f_size": f.byte_size}
+            params = {**values, **stored, "f_expires": expires}
+            job = (await conn.execute(_FINISH_WITH_FILE, params)).mappings().first()
+            if job is None:
+                return False
+        else:
+            job = (await conn.execute(_FINISH[conn.dialect.name], values)).mappings().first()
+            if job is None:
+                return False
+            if outcome.files:
+                await conn.execute(
+                    _INSERT_FILE,
+                    [_file_row(f, job["account_id"], job_id, now, expires) for f in outcome.files],
+                )
         if job.get("held", True):
             await _settle(conn, job_id, outcome.status)
         await _queue_webhook(
