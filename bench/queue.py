@@ -6,7 +6,9 @@ created_at) for jobs submitted one at a time through the API while workers idle.
 
 Baseline, measured in the same run on the same database: a bare SQL queue (insert, claim with
 UPDATE ... RETURNING, mark done; no service code, no images) driven from one process, so the
-ratio shows what our whole pipeline costs over raw round trips.
+ratio shows what our whole pipeline costs over raw round trips. Each row also gives the CPU the
+worker processes and the PostgreSQL server spent per job (from /proc), which says where a
+2-core machine's capacity goes.
 
 2000 jobs by default: 400 drained in about 1.3 s, short enough for one slow moment of the shared
 machine to move the figure by a fifth.
@@ -28,6 +30,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -90,7 +93,32 @@ def wait_all_done(env: dict[str, str], n: int, timeout: float = 600) -> float:
     raise TimeoutError("jobs did not finish")
 
 
-def throughput(backend: str, workers: int, n: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU used so far by every PostgreSQL process on this machine (the bench's own included)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                total += cpu_seconds(int(entry.name))
+        except OSError:
+            continue  # it ended meanwhile
+    return total
+
+
+@dataclass(frozen=True)
+class Throughput:
+    jobs_per_second: float
+    worker_cpu_ms: float  # per job, all worker processes together
+    postgres_cpu_ms: float  # per job (0 on SQLite)
+
+
+def throughput(backend: str, workers: int, n: int) -> Throughput:
     with tempfile.TemporaryDirectory() as tmp:
         env = env_for(backend, Path(tmp))
         key = create_key(env, "bench")
@@ -100,10 +128,14 @@ def throughput(backend: str, workers: int, n: int) -> float:
             query(env, "UPDATE accounts SET max_concurrent_jobs = 0")
             asyncio.run(queue_jobs(env, key, n))
             time.sleep(2.0)  # let workers import and load their engine
+            cpu_before = sum(cpu_seconds(p.proc.pid) for p in procs)
+            pg_before = postgres_cpu_seconds() if backend == "postgresql" else 0.0
             start = time.monotonic()
             query(env, "UPDATE accounts SET max_concurrent_jobs = 100000")
             end = wait_all_done(env, n)
-            return n / (end - start)
+            worker_cpu = sum(cpu_seconds(p.proc.pid) for p in procs) - cpu_before
+            pg_cpu = postgres_cpu_seconds() - pg_before if backend == "postgresql" else 0.0
+            return Throughput(n / (end - start), worker_cpu / n * 1000, pg_cpu / n * 1000)
         finally:
             for p in procs:
                 p.stop()
@@ -179,12 +211,19 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=100)
     parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args()
-    print(f"{'backend':11} {'workers':>7} {'jobs/s':>8} {'bare SQL jobs/s':>16} {'ratio':>6}")
+    print(
+        f"{'backend':11} {'workers':>7} {'jobs/s':>8} {'bare SQL jobs/s':>16} {'ratio':>6}"
+        f" {'worker CPU/job':>15} {'PG CPU/job':>11}"
+    )
     for backend in args.backends.split(","):
         bare = bare_sql_queue(backend, args.jobs)
         for workers in (1, 2, 4):
-            rate = throughput(backend, workers, args.jobs)
-            print(f"{backend:11} {workers:7d} {rate:8.1f} {bare:16.1f} {rate / bare:6.2f}", flush=True)
+            r = throughput(backend, workers, args.jobs)
+            print(
+                f"{backend:11} {workers:7d} {r.jobs_per_second:8.1f} {bare:16.1f} "
+                f"{r.jobs_per_second / bare:6.2f} {r.worker_cpu_ms:12.2f} ms {r.postgres_cpu_ms:8.2f} ms",
+                flush=True,
+            )
         p50, p99 = dispatch_latency(backend, args.latency_samples)
         print(f"{backend:11} dispatch (submit -> PROCESSING): p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
 
