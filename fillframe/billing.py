@@ -119,6 +119,41 @@ _CAPTURE = _after_hold("capture")
 _REFUND = _after_hold("refund")
 
 
+def settle_ended(ended: sa.CTE) -> list[sa.CTE]:
+    """PostgreSQL: the same settlement as `capture` / `refund`, as CTEs to run inside the
+    statement that ends the jobs in `ended` (a CTE with each job's `id` and new `status`):
+    COMPLETED captures, anything else refunds, a job without a hold is left alone. It lets a job
+    end in one statement, one round trip, with no BEGIN or COMMIT."""
+    hold = credit_ledger.alias("hold")
+    completed = ended.c.status == "COMPLETED"
+    rows = (
+        sa.select(
+            hold.c.account_id,
+            hold.c.job_id,
+            sa.case((completed, "capture"), else_="refund"),
+            sa.case((completed, sa.literal(0, sa.BigInteger)), else_=-hold.c.amount),
+            sa.case((completed, sa.cast(-hold.c.amount, sa.String) + " credits"), else_=sa.null()),
+            sa.bindparam("now", type_=UTCDateTime()),
+        )
+        .select_from(hold.join(ended, hold.c.job_id == ended.c.id))
+        .where(hold.c.kind == "hold")
+    )
+    columns = ["account_id", "job_id", "kind", "amount", "reason", "created_at"]
+    settled = (
+        credit_ledger.insert()
+        .from_select(columns, rows)
+        .returning(credit_ledger.c.account_id, credit_ledger.c.amount)
+        .cte("settled")
+    )
+    refunded = (
+        accounts.update()
+        .where(accounts.c.id == settled.c.account_id, settled.c.amount != 0)
+        .values(credits=accounts.c.credits + settled.c.amount)
+        .cte("refunded")
+    )
+    return [settled, refunded]
+
+
 async def capture(conn: AsyncConnection, job_id: str) -> None:
     """Make a job's hold final (one statement; no-op for unmetered jobs)."""
     await conn.execute(_CAPTURE, {"job_id": job_id, "now": utcnow()})

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fillframe import billing, limits
 from fillframe.accounts import Caller
 from fillframe.contract import TERMINAL, EditRequest
-from fillframe.db import Database, UTCDateTime, credit_ledger, files, jobs, utcnow
+from fillframe.db import Database, UTCDateTime, files, jobs, utcnow
 from fillframe.jobs import idempotency, queue
 from fillframe.jobs.idempotency import IdempotencyKey
 from fillframe.jobs.store import get_job, iso
@@ -181,14 +181,12 @@ async def _queue_webhook(
 def _finish_statement(dialect: str) -> sa.Update:
     """End the job if it is still PROCESSING (and, when `fence`, still this worker's).
 
-    On PostgreSQL, where each statement is a round trip, RETURNING does two more things: it says
-    whether the job holds credits (unmetered jobs then skip the ledger) and sends the `done`
-    notification, delivered at commit. (SQLite renders RETURNING columns unqualified, which would
-    turn the `held` subquery's `jobs.id` into the ledger's own `id`; its statements are local
-    calls anyway, so it settles every job and has no one to notify.)"""
+    On PostgreSQL RETURNING also sends the `done` notification (delivered at commit), and the
+    statement becomes the core of `_POSTGRESQL_FINISH`."""
     status = sa.bindparam("b_status")
     returning: list[sa.ColumnElement[Any]] = [
         jobs.c.id,
+        jobs.c.status,
         jobs.c.account_id,
         jobs.c.model,
         jobs.c.credit_cost,
@@ -198,8 +196,7 @@ def _finish_statement(dialect: str) -> sa.Update:
         jobs.c.base_url,
     ]
     if dialect == "postgresql":
-        held = sa.exists().where(credit_ledger.c.job_id == jobs.c.id, credit_ledger.c.kind == "hold")
-        returning += [held.label("held"), queue.done_signal()]
+        returning.append(queue.done_signal())
     return (
         jobs.update()
         .where(
@@ -222,33 +219,34 @@ def _finish_statement(dialect: str) -> sa.Update:
     )
 
 
-_FINISH = {dialect: _finish_statement(dialect) for dialect in ("sqlite", "postgresql")}
+_FINISH_SQLITE = _finish_statement("sqlite")
 _INSERT_FILE = files.insert()
 
 
-def _finish_with_file() -> sa.Select[Any]:
-    """PostgreSQL: the finish and its output's `files` row in one statement, one round trip
-    fewer (a data-modifying CTE, which runs whether or not the outer SELECT reads it; when the
-    finish matches no row, neither does the insert)."""
-    done = _FINISH["postgresql"].cte("done")
-    output = sa.select(
-        sa.bindparam("f_id", type_=sa.String()),
-        done.c.account_id,
-        done.c.id,
-        sa.literal("output"),
-        sa.bindparam("f_key", type_=sa.String()),
-        sa.bindparam("f_type", type_=sa.String()),
-        sa.bindparam("f_size", type_=sa.Integer()),
-        sa.bindparam("now", type_=UTCDateTime()),
-        sa.bindparam("f_expires", type_=UTCDateTime()),
-        sa.false(),
-    )
-    columns = [c.name for c in files.c]
-    stored = files.insert().from_select(columns, output).cte("stored")
-    return sa.select(*done.c).add_cte(stored)
+def _postgresql_finish(with_file: bool) -> sa.Select[Any]:
+    """PostgreSQL: a job's whole end in one statement (data-modifying CTEs, which run whether or
+    not the outer SELECT reads them): the status change, its output's `files` row, and the
+    credits settled. When the finish matches no row (fenced out), neither do the others."""
+    done = _finish_statement("postgresql").cte("done")
+    ctes = billing.settle_ended(done)
+    if with_file:
+        output = sa.select(
+            sa.bindparam("f_id", type_=sa.String()),
+            done.c.account_id,
+            done.c.id,
+            sa.literal("output"),
+            sa.bindparam("f_key", type_=sa.String()),
+            sa.bindparam("f_type", type_=sa.String()),
+            sa.bindparam("f_size", type_=sa.Integer()),
+            sa.bindparam("now", type_=UTCDateTime()),
+            sa.bindparam("f_expires", type_=UTCDateTime()),
+            sa.false(),
+        )
+        ctes.append(files.insert().from_select([c.name for c in files.c], output).cte("stored"))
+    return sa.select(*done.c).add_cte(*ctes)
 
 
-_FINISH_WITH_FILE = _finish_with_file()
+_POSTGRESQL_FINISH = {with_file: _postgresql_finish(with_file) for with_file in (False, True)}
 
 
 def _file_row(
@@ -276,12 +274,15 @@ async def finish(
     worker_id: str | None,
     retention: timedelta,
     linker: Linker | None = None,
+    has_webhook: bool | None = None,
 ) -> bool:
     """End a PROCESSING job. With `worker_id`, only while that worker still holds the lease.
 
     Returns False (changing nothing) when the job is no longer this worker's to finish: a lease
     that ran out and was claimed again must not be finished twice. `linker` makes the result
     links of a `completed` webhook (PUBLIC_URL as its base, else the job's own base_url).
+    `has_webhook=False` (the worker knows it from the claimed row) lets PostgreSQL end the job
+    in one self-committing statement; a webhook's outbox row needs a transaction around both.
     """
     now = utcnow()
     expires = now + retention
@@ -301,24 +302,29 @@ async def finish(
         "b_error_code": outcome.error_code,
         "now": now,
     }
-    async with db.write() as conn:
-        if conn.dialect.name == "postgresql" and len(outcome.files) == 1:
-            f = outcome.files[0]
-            stored = {"f_id": f.id, "f_key": f.storage_key, "f_type": f.content_type, "f_size": f.byte_size}
-            params = {**values, **stored, "f_expires": expires}
-            job = (await conn.execute(_FINISH_WITH_FILE, params)).mappings().first()
-            if job is None:
-                return False
+    first, extra = outcome.files[:1], outcome.files[1:]
+    one_statement = not db.is_sqlite and has_webhook is False and not extra
+    async with db.autocommit() if one_statement else db.write() as conn:
+        if db.is_sqlite:
+            job = (await conn.execute(_FINISH_SQLITE, values)).mappings().first()
+            extra = outcome.files
         else:
-            job = (await conn.execute(_FINISH[conn.dialect.name], values)).mappings().first()
-            if job is None:
-                return False
-            if outcome.files:
-                await conn.execute(
-                    _INSERT_FILE,
-                    [_file_row(f, job["account_id"], job_id, now, expires) for f in outcome.files],
-                )
-        if job.get("held", True):
+            if first:
+                f = first[0]
+                values |= {
+                    "f_id": f.id,
+                    "f_key": f.storage_key,
+                    "f_type": f.content_type,
+                    "f_size": f.byte_size,
+                }
+                values["f_expires"] = expires
+            job = (await conn.execute(_POSTGRESQL_FINISH[bool(first)], values)).mappings().first()
+        if job is None:
+            return False
+        if extra:
+            rows = [_file_row(f, job["account_id"], job_id, now, expires) for f in extra]
+            await conn.execute(_INSERT_FILE, rows)
+        if db.is_sqlite:
             await _settle(conn, job_id, outcome.status)
         await _queue_webhook(
             conn,

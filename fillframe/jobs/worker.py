@@ -308,7 +308,13 @@ class Worker:
             await self._discard(outcome)
             return
         finished = await service.finish(
-            self.db, job_id, outcome, worker_id=self.id, retention=self.retention, linker=self.linker
+            self.db,
+            job_id,
+            outcome,
+            worker_id=self.id,
+            retention=self.retention,
+            linker=self.linker,
+            has_webhook=row["webhook_url"] is not None,
         )
         if not finished:
             await self._discard(outcome)
