@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fillframe import billing
-from fillframe.db import Database, accounts, api_keys, credit_ledger, utcnow
+from fillframe.db import Connection, Database, accounts, api_keys, credit_ledger, utcnow
 
 KEY_PREFIX = "afk_"
 
@@ -157,7 +156,7 @@ async def set_key_active(db: Database, key_id: str, active: bool) -> bool:
     return result.rowcount == 1
 
 
-async def _account_of(conn: AsyncConnection, key_id: str) -> str | None:
+async def _account_of(conn: Connection, key_id: str) -> str | None:
     return await conn.scalar(sa.select(api_keys.c.account_id).where(api_keys.c.id == key_id))
 
 

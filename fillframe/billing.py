@@ -8,9 +8,8 @@ Unlimited accounts are not metered: they get no ledger rows.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe.db import UTCDateTime, accounts, credit_ledger, utcnow
+from fillframe.db import Connection, UTCDateTime, accounts, credit_ledger, utcnow
 
 
 class InsufficientCredits(Exception):
@@ -39,7 +38,7 @@ _TAKE = (
 
 
 async def _move(
-    conn: AsyncConnection,
+    conn: Connection,
     account_id: str,
     kind: str,
     amount: int,
@@ -56,18 +55,18 @@ async def _move(
         await conn.execute(_ADD, {"b_account_id": account_id, "b_amount": amount})
 
 
-async def grant(conn: AsyncConnection, account_id: str, amount: int, *, reason: str) -> None:
+async def grant(conn: Connection, account_id: str, amount: int, *, reason: str) -> None:
     if amount <= 0:
         raise ValueError("A grant must be a positive number of credits.")
     await _move(conn, account_id, "grant", amount, reason=reason)
 
 
-async def balance(conn: AsyncConnection, account_id: str) -> int:
+async def balance(conn: Connection, account_id: str) -> int:
     value = await conn.scalar(sa.select(accounts.c.credits).where(accounts.c.id == account_id))
     return int(value or 0)
 
 
-async def ledger_sum(conn: AsyncConnection, account_id: str) -> int:
+async def ledger_sum(conn: Connection, account_id: str) -> int:
     total = await conn.scalar(
         sa.select(sa.func.coalesce(sa.func.sum(credit_ledger.c.amount), 0)).where(
             credit_ledger.c.account_id == account_id
@@ -76,7 +75,7 @@ async def ledger_sum(conn: AsyncConnection, account_id: str) -> int:
     return int(total)
 
 
-async def hold(conn: AsyncConnection, account_id: str, job_id: str, cost: int) -> None:
+async def hold(conn: Connection, account_id: str, job_id: str, cost: int) -> None:
     """Take `cost` from a metered account for `job_id`, or raise InsufficientCredits."""
     taken = await conn.execute(_TAKE, {"b_account_id": account_id, "b_cost": cost})
     if taken.rowcount == 1:
@@ -154,12 +153,12 @@ def settle_ended(ended: sa.CTE) -> list[sa.CTE]:
     return [settled, refunded]
 
 
-async def capture(conn: AsyncConnection, job_id: str) -> None:
+async def capture(conn: Connection, job_id: str) -> None:
     """Make a job's hold final (one statement; no-op for unmetered jobs)."""
     await conn.execute(_CAPTURE, {"job_id": job_id, "now": utcnow()})
 
 
-async def refund(conn: AsyncConnection, job_id: str) -> None:
+async def refund(conn: Connection, job_id: str) -> None:
     """Give a job's hold back (no-op for unmetered jobs)."""
     row = (await conn.execute(_REFUND, {"job_id": job_id, "now": utcnow()})).first()
     if row is not None and row.amount:

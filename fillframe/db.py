@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from fillframe.sqlite_driver import LoopConnection
+from fillframe import sqlite_inline
+from fillframe.sqlite_inline import InlineConnection
 
 metadata = sa.MetaData()
 
@@ -190,22 +190,12 @@ def upserts(build: Callable[[Callable[..., Any]], _Stmt]) -> dict[str, _Stmt]:
     return {"sqlite": build(sqlite.insert), "postgresql": build(postgresql.insert)}
 
 
-def _sqlite_begin(conn: sa.Connection) -> None:
-    # Writers take the write lock up front: a deferred transaction that reads and then writes can
-    # fail with SQLITE_BUSY without waiting, while BEGIN IMMEDIATE waits for the lock (off the
-    # event loop: fillframe/sqlite_driver.py). Readers issue no BEGIN: each of their statements
-    # is its own transaction (the driver is in autocommit), as reads are on PostgreSQL.
-    if conn.get_execution_options().get("sqlite_write"):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def async_url(url: str) -> str:
-    """Pick the async driver: `postgresql://` and `postgres://` mean asyncpg, `sqlite://` aiosqlite."""
+    """Pick the driver: `postgresql://` and `postgres://` mean asyncpg; SQLite URLs stay as they
+    are (their statements run inline: fillframe/sqlite_inline.py)."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
-    if url.startswith("sqlite://"):
-        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
     return url
 
 
@@ -215,63 +205,76 @@ def plain_url(url: str) -> str:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    url = async_url(url)
-    if url.startswith("sqlite"):
-        path = sa.make_url(url).database or ":memory:"
+    """The PostgreSQL engine. No pool_pre_ping: for asyncpg it is three round trips (BEGIN, ping,
+    ROLLBACK) per checkout, which doubled the cost of a short transaction. A connection that died
+    (a server restart) fails its statement instead; SQLAlchemy then discards the whole pool, the
+    API answers that request with a 503 and Retry-After (api/errors.py) and the worker retries
+    its claim."""
+    return create_async_engine(async_url(url), pool_size=10, max_overflow=20)
 
-        async def connect() -> LoopConnection:
-            return await LoopConnection(path, busy_timeout_ms=10_000)
 
-        engine = create_async_engine(url, pool_size=8, max_overflow=8, async_creator=connect)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
-        return engine
-    # No pool_pre_ping: for asyncpg it is three round trips (BEGIN, ping, ROLLBACK) per checkout,
-    # which doubled the cost of a short transaction. A connection that died (a server restart)
-    # fails its statement instead; SQLAlchemy then discards the whole pool, the API answers that
-    # request with a 503 and Retry-After (api/errors.py) and the worker retries its claim.
-    return create_async_engine(url, pool_size=10, max_overflow=20)
+Connection = AsyncConnection | InlineConnection
 
 
 class Database:
-    """The engine plus two ways in: `read()` for queries, `write()` for a transaction that writes.
+    """Two ways in: `read()` for queries, `write()` for a transaction that writes (and
+    `autocommit()` for a write that is one statement).
 
-    Never open a `write()` inside another in the same task: on SQLite they queue on one lock.
+    SQLite statements run on the event loop's thread (fillframe/sqlite_inline.py); PostgreSQL's
+    through asyncpg. Never open a `write()` inside another in the same task: on SQLite they queue
+    on one lock.
     """
 
     def __init__(self, url: str) -> None:
         self.url = async_url(url)
-        self.engine = create_engine(self.url)
         self.is_sqlite = self.url.startswith("sqlite")
-        self._write_lock = asyncio.Lock()
-        # Reads need no transaction: on PostgreSQL that spares a BEGIN and a ROLLBACK round trip
-        # each. (SQLite's driver is in autocommit already and the hook above begins only writes.)
-        self._reader = (
-            self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
+        if self.is_sqlite:
+            self.sqlite = sqlite_inline.create_engine(sa.make_url(self.url).database or ":memory:")
+            self._write_lock = asyncio.Lock()
+        else:
+            self.engine = create_engine(self.url)
+            # Reads need no transaction: that spares a BEGIN and a ROLLBACK round trip each.
+            self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for queries. On PostgreSQL each statement is its own transaction."""
-        async with self._reader.connect() as conn:
-            yield conn
+    async def read(self) -> AsyncIterator[Connection]:
+        """A connection for queries; each statement is its own transaction."""
+        if not self.is_sqlite:
+            async with self._reader.connect() as conn:
+                yield conn
+            return
+        sync = await sqlite_inline.checkout(self.sqlite)
+        try:
+            yield InlineConnection(sync)
+        finally:
+            sync.close()
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Connection]:
         if not self.is_sqlite:
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
             return
         # SQLite has one writer at a time. Queue this process's writers here, in order, rather
         # than in SQLite's busy handler, which sleeps in steps of up to 100 ms and turned a busy
-        # moment into second-long tail latencies. Other processes' writers are waited for on a
-        # worker thread (fillframe/sqlite_driver.py).
-        async with self._write_lock, self.engine.connect() as conn:
-            conn = await conn.execution_options(sqlite_write=True)
-            async with conn.begin():
+        # moment into second-long tail latencies. Another process's writer is waited for on a
+        # worker thread. The write lock is taken up front: a deferred transaction that reads and
+        # then writes can fail with SQLITE_BUSY without waiting.
+        async with self._write_lock:
+            sync = await sqlite_inline.checkout(self.sqlite)
+            try:
+                conn = InlineConnection(sync)
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 yield conn
+                sync.commit()
+            except BaseException:
+                sync.rollback()
+                raise
+            finally:
+                sync.close()
 
     @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+    async def autocommit(self) -> AsyncIterator[Connection]:
         """For a write that is one statement: on PostgreSQL it commits by itself, one round trip
         instead of three (BEGIN, it, COMMIT). On SQLite this is `write()`."""
         if self.is_sqlite:
@@ -282,4 +285,7 @@ class Database:
             yield conn
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self.is_sqlite:
+            self.sqlite.dispose()
+        else:
+            await self.engine.dispose()

@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from fillframe.db import rate_windows, upserts
+from fillframe.db import Connection, rate_windows, upserts
 
 WINDOW_SECONDS = 60
 
@@ -45,7 +43,7 @@ class RateLimited(Exception):
 
 
 async def count_submit(
-    conn: AsyncConnection, api_key_id: str, limit: int, now: float | None = None
+    conn: Connection, api_key_id: str, limit: int, now: float | None = None
 ) -> RateState | None:
     """Count one submit in the current window; raise RateLimited past `limit` (0 = unlimited)."""
     if limit <= 0:

@@ -145,7 +145,7 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.sqlite_path}"
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
 
     @property
     def files_dir(self) -> Path:

@@ -14,9 +14,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe.db import UTCDateTime, idempotency_keys, jobs, upserts
+from fillframe.db import Connection, UTCDateTime, idempotency_keys, jobs, upserts
 
 MAX_KEY_LENGTH = 255
 
@@ -48,7 +47,7 @@ _CLAIM = upserts(_claim)
 
 
 async def replay(
-    conn: AsyncConnection, account_id: str, idem: IdempotencyKey, now: datetime
+    conn: Connection, account_id: str, idem: IdempotencyKey, now: datetime
 ) -> dict[str, str] | None:
     """The original submit's answer with the job's current status, or None if the key is new."""
     row = (
@@ -73,7 +72,7 @@ async def replay(
 
 
 async def claim(
-    conn: AsyncConnection,
+    conn: Connection,
     account_id: str,
     idem: IdempotencyKey,
     job_id: str,

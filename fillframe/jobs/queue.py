@@ -16,9 +16,8 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe.db import Database, accounts, jobs, plain_url, utcnow
+from fillframe.db import Connection, Database, accounts, jobs, plain_url, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ async def release(db: Database, job_id: str, worker_id: str) -> bool:
     return result.rowcount == 1
 
 
-async def announce(conn: AsyncConnection) -> None:
+async def announce(conn: Connection) -> None:
     """Inside a transaction that queued a job: tell listening workers at commit (PostgreSQL)."""
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
@@ -172,7 +171,7 @@ def done_signal() -> sa.ColumnElement[Any]:
     return sa.func.pg_notify(DONE_CHANNEL, jobs.c.id).label("done_signal")
 
 
-async def announce_done(conn: AsyncConnection, job_id: str) -> None:
+async def announce_done(conn: Connection, job_id: str) -> None:
     """Inside a transaction that ended a job: tell waiting requests in other processes at commit."""
     if conn.dialect.name == "postgresql":
         await conn.execute(sa.select(sa.func.pg_notify(DONE_CHANNEL, job_id)))

@@ -14,12 +14,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fillframe import billing, limits
 from fillframe.accounts import Caller
 from fillframe.contract import TERMINAL, EditRequest
-from fillframe.db import Database, UTCDateTime, files, jobs, utcnow
+from fillframe.db import Connection, Database, UTCDateTime, files, jobs, utcnow
 from fillframe.jobs import idempotency, queue
 from fillframe.jobs.idempotency import IdempotencyKey
 from fillframe.jobs.store import get_job, iso
@@ -137,7 +136,7 @@ async def submit(
     return Submitted(row["id"], "QUEUED", rate=rate)
 
 
-async def _settle(conn: AsyncConnection, job_id: str, status: str) -> None:
+async def _settle(conn: Connection, job_id: str, status: str) -> None:
     """Credits follow the status: captured on success, refunded otherwise."""
     if status == "COMPLETED":
         await billing.capture(conn, job_id)
@@ -146,7 +145,7 @@ async def _settle(conn: AsyncConnection, job_id: str, status: str) -> None:
 
 
 async def _queue_webhook(
-    conn: AsyncConnection,
+    conn: Connection,
     job: dict[str, Any],
     status: str,
     *,

@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe.db import jobs
+from fillframe.db import Connection, jobs
 from fillframe.storage import Linker
 
 _DATA_PREVIEW = 48
@@ -22,7 +21,7 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-async def get_job(conn: AsyncConnection, job_id: str, account_id: str | None = None) -> dict[str, Any] | None:
+async def get_job(conn: Connection, job_id: str, account_id: str | None = None) -> dict[str, Any] | None:
     query = sa.select(jobs).where(jobs.c.id == job_id)
     if account_id is not None:
         query = query.where(jobs.c.account_id == account_id)
@@ -47,7 +46,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 async def list_jobs(
-    conn: AsyncConnection,
+    conn: Connection,
     account_id: str,
     *,
     limit: int,

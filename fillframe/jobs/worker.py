@@ -258,7 +258,7 @@ class Worker:
         request into `state.halt`.
 
         Stops when `done` is set, never by task cancellation: cancelling a task in the middle of
-        an aiosqlite call can leave its transaction open and the database locked.
+        a database call can leave its transaction open and the database locked.
         """
         lease = self.settings.lease_seconds
         renew_every = lease / 3

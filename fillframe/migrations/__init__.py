@@ -22,17 +22,17 @@ def head_revision() -> str:
 
 
 async def current_revision(url: str) -> str | None:
-    from fillframe.db import create_engine
+    from fillframe.db import Database
 
-    engine = create_engine(url)
+    db = Database(url)
     try:
-        async with engine.connect() as conn:
+        async with db.read() as conn:
             try:
                 return await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
             except sa.exc.DBAPIError:
                 return None
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def upgrade(url: str) -> None:

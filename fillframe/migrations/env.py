@@ -1,4 +1,5 @@
-"""Alembic environment: runs migrations over our async engine (SQLite or PostgreSQL)."""
+"""Alembic environment: runs migrations in one write transaction of our `Database` (SQLite or
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import sqlalchemy as sa
 from alembic import context
 
-from fillframe.db import create_engine, metadata
+from fillframe.db import Database, metadata
 
 # Serialises concurrent `serve`/`worker` start-ups on one PostgreSQL database.
 _PG_MIGRATION_LOCK = 7_300_417
@@ -26,14 +27,12 @@ def _run(connection: sa.Connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_engine(context.config.attributes["database_url"])
+    db = Database(context.config.attributes["database_url"])
     try:
-        async with engine.connect() as conn:
-            conn = await conn.execution_options(sqlite_write=True)
+        async with db.write() as conn:
             await conn.run_sync(_run)
-            await conn.commit()
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 asyncio.run(_main())

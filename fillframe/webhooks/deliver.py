@@ -35,9 +35,8 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fillframe.db import Database, api_keys, jobs, utcnow, webhook_deliveries
+from fillframe.db import Connection, Database, api_keys, jobs, utcnow, webhook_deliveries
 from fillframe.imaging.fetch import Refused, Unresolved, checked_addresses, send_pinned, tls_context
 from fillframe.settings import Settings
 from fillframe.webhooks import events, sign
@@ -74,7 +73,7 @@ def retry_delay(attempts_made: int, scale: float = 1.0, rand: float = 0.5) -> fl
 # --- the outbox --------------------------------------------------------------------------------
 
 
-async def enqueue(conn: AsyncConnection, job_id: str, event: str, url: str, payload: dict[str, Any]) -> str:
+async def enqueue(conn: Connection, job_id: str, event: str, url: str, payload: dict[str, Any]) -> str:
     """Inside the transaction that ends the job: queue its webhook, mark the job pending.
 
     Returns the webhook id. The body is fixed now, so every attempt sends the same bytes.
@@ -99,7 +98,7 @@ async def enqueue(conn: AsyncConnection, job_id: str, event: str, url: str, payl
     return webhook_id
 
 
-async def signing_key(conn: AsyncConnection, job_id: str) -> bytes | None:
+async def signing_key(conn: Connection, job_id: str) -> bytes | None:
     """The key a job's webhooks are signed with, from the key that created it (even if revoked)."""
     key_hash = await conn.scalar(
         sa.select(api_keys.c.key_hash)
@@ -310,7 +309,7 @@ class Deliverer:
         await asyncio.gather(*loops)
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        # Stopped by `stop` only, never cancelled: a cancel inside an aiosqlite call can leave
+        # Stopped by `stop` only, never cancelled: a cancel inside a database call can leave
         # its transaction open (see jobs/worker.py).
         while not stop.is_set():
             try:

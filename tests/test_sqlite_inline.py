@@ -1,8 +1,9 @@
-"""The inline SQLite driver: statements run on the loop, lock waits do not block it."""
+"""Inline SQLite: statements run on the loop, lock waits do not block it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from fillframe import sqlite_inline
 from fillframe.db import Database
-from fillframe.sqlite_driver import LoopConnection
+from fillframe.sqlite_inline import InlineConnection
 
 
 async def _ticks_while(coro: asyncio.Future | asyncio.Task, period: float = 0.01) -> int:
@@ -72,20 +74,56 @@ async def _lock_wait_gives_up(tmp_path: Path) -> None:
     setup.execute("CREATE TABLE t (v INTEGER)")
     setup.close()
     other = _hold_write_lock(path)
-    conn = await LoopConnection(str(path), busy_timeout_ms=200)
+    engine = sqlite_inline.create_engine(str(path))
+    sync = await sqlite_inline.checkout(engine)
+    conn = InlineConnection(sync, busy_timeout_ms=200)
     try:
         started = time.monotonic()
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            await conn.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sa.exc.OperationalError, match="locked"):
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
         assert 0.15 <= time.monotonic() - started < 5
         other.rollback()
-        await conn.execute("BEGIN IMMEDIATE")  # the same connection works once the lock is free
-        await conn.execute("INSERT INTO t VALUES (3)")
-        await conn.commit()
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")  # the same connection works once the lock is free
+        await conn.exec_driver_sql("INSERT INTO t VALUES (3)")
+        sync.commit()
         assert sqlite3.connect(path).execute("SELECT v FROM t").fetchall() == [(3,)]
     finally:
-        await conn.close()
+        sync.close()
+        engine.dispose()
         other.close()
+
+
+def test_a_write_cancelled_while_it_waits_leaves_no_transaction_open(tmp_path: Path) -> None:
+    asyncio.run(_cancelled_wait(tmp_path))
+
+
+async def _cancelled_wait(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        async with db.write() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (v INTEGER)"))
+        other = _hold_write_lock(path)
+
+        async def write() -> None:
+            async with db.write() as conn:
+                await conn.execute(sa.text("INSERT INTO t VALUES (2)"))
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.1)  # waiting for the lock on a worker thread
+        task.cancel()
+        asyncio.get_running_loop().call_later(0.2, other.commit)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The cancelled write took the lock after all, then rolled back: the next one gets it.
+        async with db.write() as conn:
+            await conn.execute(sa.text("INSERT INTO t VALUES (4)"))
+        async with db.read() as conn:
+            values = (await conn.execute(sa.text("SELECT v FROM t ORDER BY v"))).scalars().all()
+        assert values == [1, 4]
+        other.close()
+    finally:
+        await db.close()
 
 
 def test_connection_settings(tmp_path: Path) -> None:
@@ -93,14 +131,26 @@ def test_connection_settings(tmp_path: Path) -> None:
 
 
 async def _connection_settings(tmp_path: Path) -> None:
-    conn = await LoopConnection(str(tmp_path / "x.db"), busy_timeout_ms=200)
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
     try:
-        pragmas = {}
-        for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout"):
-            cursor = await conn.execute(f"PRAGMA {name}")
-            pragmas[name] = (await cursor.fetchone())[0]
+        async with db.read() as conn:
+            pragmas = {}
+            for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout"):
+                pragmas[name] = await conn.scalar(sa.text(f"PRAGMA {name}"))
         assert pragmas == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 0}
     finally:
-        await conn.close()
-    with pytest.raises(ValueError, match="no active connection"):
-        await conn.execute("SELECT 1")
+        await db.close()
+
+
+def test_checkouts_past_the_pool_size_open_more_connections_instead_of_blocking(tmp_path: Path) -> None:
+    asyncio.run(_many_readers(tmp_path))
+
+
+async def _many_readers(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [await stack.enter_async_context(db.read()) for _ in range(40)]
+            assert [await c.scalar(sa.text("SELECT 1")) for c in conns] == [1] * 40
+    finally:
+        await db.close()
