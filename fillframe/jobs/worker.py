@@ -158,6 +158,9 @@ def render(engine: Engine, job: FillJob, progress: ProgressFn, cancelled: Cancel
     return Rendered(data, job.output_format, content_type, out.notes)
 
 
+Produced = tuple[StoredFile, dict[str, Any] | None]  # the stored output and the engine's notes
+
+
 class Worker:
     def __init__(
         self,
@@ -182,6 +185,7 @@ class Worker:
         # Result links in `completed` webhooks; without PUBLIC_URL, each job's submit host.
         self.linker = Linker(store, settings.signing_secret(), settings.public_url or "")
         self.deliverer = deliver.Deliverer(db, settings)
+        self._late_discards: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run `worker_concurrency` claim loops, a lease sweeper and `webhook_concurrency`
@@ -358,13 +362,8 @@ class Worker:
     async def _attempt(self, row: dict[str, Any], state: RunState) -> Outcome:
         try:
             sources = await fetch_sources(row, self.settings, self._loader(row["account_id"]))
-            done = await self._render(sources, state)
-            file_id = str(uuid.uuid4())
-            key = output_key(file_id, done.ext)
-            await self.store.put(key, done.data)
-            content_type = done.content_type or EXTENSION_TYPES[done.ext]
-            stored = StoredFile(file_id, key, done.ext, content_type, len(done.data))
-            return Outcome.completed([stored], done.notes)
+            stored, notes = await self._render(sources, state)
+            return Outcome.completed([stored], notes)
         except FillError as exc:
             if state.reason == "cancel":
                 return Outcome.failed("cancelled", "The job was cancelled.")
@@ -373,22 +372,38 @@ class Worker:
             log.exception("engine %s failed on job %s", self.engine.name, row["id"])
             return Outcome.failed("engine_error", f"The {self.engine.name} engine failed on this job.")
 
-    def _decode_and_render(self, sources: Sources, state: RunState) -> Rendered:
-        """All of a job's CPU work in one worker thread: one hand-off per job, not one per step."""
-        return render(self.engine, fill_job(sources, self.settings), state.set_progress, state.stop.is_set)
+    def _render_and_store(self, sources: Sources, state: RunState) -> Produced:
+        """All of a job's blocking work in one worker thread: decode, fill, encode and store the
+        output. One hand-off per job, not one per step."""
+        done = render(self.engine, fill_job(sources, self.settings), state.set_progress, state.stop.is_set)
+        file_id = str(uuid.uuid4())
+        key = output_key(file_id, done.ext)
+        self.store.put_blocking(key, done.data)
+        content_type = done.content_type or EXTENSION_TYPES[done.ext]
+        return StoredFile(file_id, key, done.ext, content_type, len(done.data)), done.notes
 
-    async def _render(self, sources: Sources, state: RunState) -> Rendered:
-        task = asyncio.to_thread(self._decode_and_render, sources, state)
+    async def _render(self, sources: Sources, state: RunState) -> Produced:
+        work = asyncio.ensure_future(asyncio.to_thread(self._render_and_store, sources, state))
         try:
-            rendered = await asyncio.wait_for(task, self.settings.job_timeout_seconds)
+            stored, notes = await asyncio.wait_for(asyncio.shield(work), self.settings.job_timeout_seconds)
         except TimeoutError:
             state.halt("timeout")
+            # The engine's thread cannot be stopped; if it stores an output after all, delete it.
+            work.add_done_callback(self._discard_late)
             raise TimedOut(
                 f"The engine did not finish within {self.settings.job_timeout_seconds:g} seconds."
             ) from None
         if state.stop.is_set() and state.reason in ("cancel", "shutdown", "lost"):
+            await self.store.delete(stored.storage_key)
             raise Cancelled()
-        return rendered
+        return stored, notes
+
+    def _discard_late(self, work: asyncio.Future[Produced]) -> None:
+        if not work.cancelled() and work.exception() is None:
+            stored, _ = work.result()
+            task = asyncio.ensure_future(self.store.delete(stored.storage_key))
+            self._late_discards.add(task)
+            task.add_done_callback(self._late_discards.discard)
 
 
 async def stop_gracefully(worker: Worker | None, task: asyncio.Task[None], grace: float) -> None:

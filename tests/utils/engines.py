@@ -38,6 +38,18 @@ class SleepEngine(Engine):
         return FillOutput(rgb, notes={"engine": "sleep"})
 
 
+class StubbornEngine(Engine):
+    """Sleeps FILLFRAME_TEST_SLEEP seconds without ever looking at `cancelled()`, then fills."""
+
+    name = "stubborn"
+
+    def fill(self, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> FillOutput:
+        time.sleep(float(os.environ.get("FILLFRAME_TEST_SLEEP", "1")))
+        rgb = job.rgb.copy()
+        rgb[job.mask >= 128] = 128
+        return FillOutput(rgb)
+
+
 class NoopEngine(Engine):
     """Returns the canvas at once (queue throughput benchmarks)."""
 

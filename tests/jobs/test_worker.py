@@ -1,0 +1,102 @@
+"""The worker in-process on a real SQLite file: the output is stored by the job's own thread, and
+a job that runs past its deadline fails, is refunded and leaves no file behind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from fillframe.accounts import authenticate, create_key
+from fillframe.contract import EditRequest
+from fillframe.db import Database, accounts, files, jobs
+from fillframe.engines import Engine
+from fillframe.jobs import queue, service
+from fillframe.jobs.worker import Worker
+from fillframe.migrations import upgrade
+from fillframe.settings import Settings
+from fillframe.storage import BlobStore
+from tests.utils.engines import SleepEngine, StubbornEngine
+from tests.utils.jobs import data_uri, edit_body
+
+IMAGE = data_uri(np.full((16, 16, 3), 90, np.uint8))
+MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 4))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = Settings(data_dir=tmp_path, job_timeout_seconds=0.3, poll_seconds=0.05, webhook_concurrency=0)
+    upgrade(s.db_url)
+    return s
+
+
+async def _run_one(
+    settings: Settings, engine: Engine, sleep: float, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict, int]:
+    """Submit one job, let a worker with `engine` take it, wait for the engine's thread to end;
+    returns the job row and the account's credits."""
+    monkeypatch.setenv("FILLFRAME_TEST_SLEEP", str(sleep))
+    db = Database(settings.db_url)
+    store = BlobStore(settings)
+    try:
+        key, _ = await create_key(db, "t", credits=9)
+        caller = await authenticate(db, key)
+        req = EditRequest.model_validate(edit_body(IMAGE, MASK, output_format="png"))
+        job_id = (await service.submit(db, caller, req, cost=9, max_attempts=1)).job_id
+        worker = Worker(settings, db, store, engine)
+        claimed = await queue.claim(db, worker.id, settings.lease_seconds)
+        assert claimed is not None and claimed["id"] == job_id
+        await worker.run_job(claimed)
+        await asyncio.sleep(sleep + 0.3)  # the engine's thread ends, and anything it left is cleaned
+        async with db.read() as conn:
+            row = dict((await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).mappings().one())
+            credits = await conn.scalar(
+                sa.select(accounts.c.credits).where(accounts.c.id == caller.account_id)
+            )
+        return row, credits
+    finally:
+        await db.close()
+
+
+def _stored(settings: Settings) -> list[Path]:
+    return sorted(p for p in settings.files_dir.rglob("*") if p.is_file())
+
+
+def test_a_job_past_its_deadline_fails_refunded_and_leaves_no_output(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = time.monotonic()
+    row, credits = asyncio.run(_run_one(settings, StubbornEngine(settings), 1.0, monkeypatch))
+    assert row["status"] == "FAILED" and row["error_code"] == "timeout"
+    assert "0.3 seconds" in row["error"]
+    assert credits == 9
+    # The engine finished (and stored its output) after the deadline; that file was deleted.
+    assert time.monotonic() - started >= 1.0
+    assert _stored(settings) == []
+
+
+def test_a_job_in_time_is_stored_once_and_recorded(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row, credits = asyncio.run(_run_one(settings, SleepEngine(settings), 0.05, monkeypatch))
+    assert row["status"] == "COMPLETED" and credits == 0
+    [stored] = _stored(settings)
+    file_id = row["result"]["files"][0]["id"]
+    assert stored.name == f"{file_id}.png"
+
+    async def file_row() -> dict:
+        db = Database(settings.db_url)
+        try:
+            async with db.read() as conn:
+                return dict(
+                    (await conn.execute(sa.select(files).where(files.c.id == file_id))).mappings().one()
+                )
+        finally:
+            await db.close()
+
+    recorded = asyncio.run(file_row())
+    assert recorded["byte_size"] == stored.stat().st_size and recorded["content_type"] == "image/png"
