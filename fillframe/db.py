@@ -98,6 +98,8 @@ jobs = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
     sa.Column("expired", sa.Boolean, nullable=False, default=False),
+    # A request waits on this job (`Prefer: wait`): on PostgreSQL its end is announced by NOTIFY.
+    sa.Column("notify_done", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Column("run_after", UTCDateTime, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),

@@ -167,8 +167,10 @@ async def announce(conn: Connection) -> None:
 
 
 def done_signal() -> sa.ColumnElement[Any]:
-    """`pg_notify` of a job's end, to put in the RETURNING clause of the statement that ends it."""
-    return sa.func.pg_notify(DONE_CHANNEL, jobs.c.id).label("done_signal")
+    """`pg_notify` of a job's end when a request waits on it, for the RETURNING clause of the
+    statement that ends it. Only then: each NOTIFY wakes every listening backend of the database
+    (every worker's LISTEN connection), whichever channel it listens on."""
+    return sa.case((jobs.c.notify_done, sa.func.pg_notify(DONE_CHANNEL, jobs.c.id))).label("done_signal")
 
 
 async def announce_done(conn: Connection, job_id: str) -> None:

@@ -82,12 +82,13 @@ async def submit(
     idem: IdempotencyKey | None = None,
     idem_ttl: timedelta = timedelta(hours=24),
     base_url: str | None = None,
+    notify_done: bool = False,
 ) -> Submitted:
     """Count the rate, hold the credits, insert the QUEUED job (and its idempotency key) in one
     transaction. Raises RateLimited, InsufficientCredits or KeyReused.
 
     base_url: the host the caller used; the job's webhooks link results there unless PUBLIC_URL
-    is set."""
+    is set. notify_done: the caller will wait for the job's end (`Prefer: wait`), so announce it."""
     params = req.fluxFillParams
     now = utcnow()
     row = {
@@ -108,6 +109,7 @@ async def submit(
         "max_attempts": max_attempts,
         "cancel_requested": False,
         "expired": False,
+        "notify_done": notify_done,
         "run_after": now,
         "created_at": now,
     }

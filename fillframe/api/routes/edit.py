@@ -124,6 +124,7 @@ async def submit_edit(
             raise ApiError(400, f"The Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} characters long.")
         idem = IdempotencyKey.of(idempotency_key, req.model_dump_json())
     await check_sources(req, caller, db, settings.allow_private_urls)
+    wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
     limit = caller.rate_limit_per_minute
     try:
         submitted = await service.submit(
@@ -136,6 +137,7 @@ async def submit_edit(
             idem=idem,
             idem_ttl=timedelta(hours=settings.idempotency_ttl_hours),
             base_url=linker.base_url,
+            notify_done=bool(wait),
         )
     except RateLimited as exc:
         headers = {**exc.state.headers(), "Retry-After": str(exc.state.reset_seconds)}
@@ -151,7 +153,6 @@ async def submit_edit(
     headers = submitted.rate.headers() if submitted.rate else {}
     if not submitted.replayed:
         request.app.state.notifier.notify()
-    wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait}"
         row = await wait_until_done(db, request.app.state.notifier, submitted.job_id, wait)
