@@ -1,4 +1,4 @@
-"""Encoding a result for storage: JPEG (quality 95) or PNG, with no metadata.
+"""Encoding a result for storage: JPEG (quality 95) or PNG (fast zlib level), with no metadata.
 
 The same pixels always give the same bytes (fixed settings, nothing time-dependent), so a
 job re-run with the same seed stores an identical file.
@@ -15,6 +15,9 @@ FORMATS = ("jpg", "png")
 EXTENSIONS = {"jpg": "jpg", "png": "png"}
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
 JPEG_QUALITY = 95
+# zlib level 1: 3.7x faster than Pillow's default 6 for a 512² photo and 4.3x at 1024², for
+# files 11-14% larger (`python -m bench.encode`). A fill service is judged on latency.
+PNG_LEVEL = 1
 
 
 def encode_image(rgb: np.ndarray, fmt: str) -> tuple[bytes, str]:
@@ -29,5 +32,5 @@ def encode_image(rgb: np.ndarray, fmt: str) -> tuple[bytes, str]:
         # Pinned subsampling: Pillow's default has changed across versions.
         image.save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling="4:2:0", optimize=False)
     else:
-        image.save(buffer, "PNG", compress_level=6)
+        image.save(buffer, "PNG", compress_level=PNG_LEVEL)
     return buffer.getvalue(), CONTENT_TYPES[fmt]
