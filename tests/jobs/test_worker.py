@@ -15,8 +15,9 @@ from fillframe.accounts import authenticate, create_key
 from fillframe.contract import EditRequest
 from fillframe.db import Database, accounts, files, jobs
 from fillframe.engines import Engine
+from fillframe.errors import InvalidInput
 from fillframe.jobs import queue, service
-from fillframe.jobs.worker import Worker
+from fillframe.jobs.worker import Worker, _both
 from fillframe.migrations import upgrade
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore
@@ -100,3 +101,42 @@ def test_a_job_in_time_is_stored_once_and_recorded(
 
     recorded = asyncio.run(file_row())
     assert recorded["byte_size"] == stored.stat().st_size and recorded["content_type"] == "image/png"
+
+
+def test_image_and_mask_are_fetched_at_once_and_the_image_failure_wins() -> None:
+    asyncio.run(_fetch_both())
+
+
+async def _fetch_both() -> None:
+    mask_started = asyncio.Event()
+
+    async def image_waits_for_mask() -> bytes:
+        await mask_started.wait()  # would never return if the mask were fetched after the image
+        return b"image"
+
+    async def mask() -> bytes:
+        mask_started.set()
+        return b"mask"
+
+    assert await asyncio.wait_for(_both(image_waits_for_mask(), mask()), 5) == (b"image", b"mask")
+
+    async def fails(what: str, delay: float = 0.0) -> bytes:
+        await asyncio.sleep(delay)
+        raise InvalidInput(f"Could not fetch {what}.")
+
+    never_done = asyncio.Event()
+
+    async def slow_mask() -> bytes:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            never_done.set()
+        return b"mask"
+
+    with pytest.raises(InvalidInput, match="image"):
+        await _both(fails("image"), slow_mask())
+    assert never_done.is_set()  # the other fetch was stopped, not left running
+    with pytest.raises(InvalidInput, match="mask"):
+        await _both(asyncio.sleep(0.05, b"image"), fails("mask"))
+    with pytest.raises(InvalidInput, match="image"):  # both fail: as if fetched in turn
+        await _both(fails("image", 0.05), fails("mask"))
