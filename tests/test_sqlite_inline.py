@@ -36,30 +36,37 @@ def test_a_write_waits_for_another_process_lock_without_blocking_the_loop(tmp_pa
     asyncio.run(_write_meets_foreign_lock(tmp_path))
 
 
-async def _write_meets_foreign_lock(tmp_path: Path) -> None:
-    path = tmp_path / "x.db"
+async def _insert(db: Database, value: int) -> None:
+    async with db.write() as conn:
+        await conn.execute(sa.text("INSERT INTO t VALUES (:v)"), {"v": value})
+
+
+async def _values(db: Database) -> list[int]:
+    async with db.read() as conn:
+        return list((await conn.execute(sa.text("SELECT v FROM t ORDER BY v"))).scalars().all())
+
+
+async def _locked_out(path: Path) -> tuple[Database, sqlite3.Connection]:
+    """A database with table `t`, and another process's writer (in effect) holding its lock."""
     db = Database(f"sqlite:///{path}")
+    async with db.write() as conn:
+        await conn.execute(sa.text("CREATE TABLE t (v INTEGER)"))
+    return db, _hold_write_lock(path)
+
+
+async def _write_meets_foreign_lock(tmp_path: Path) -> None:
+    db, other = await _locked_out(tmp_path / "x.db")
     try:
-        async with db.write() as conn:
-            await conn.execute(sa.text("CREATE TABLE t (v INTEGER)"))
-        other = _hold_write_lock(path)  # another process's writer, in effect
-
-        async def write() -> None:
-            async with db.write() as conn:
-                await conn.execute(sa.text("INSERT INTO t VALUES (2)"))
-
-        task = asyncio.create_task(write())
+        task = asyncio.create_task(_insert(db, 2))
         asyncio.get_running_loop().call_later(0.3, other.commit)
         started = time.monotonic()
         ticks = await _ticks_while(task)
         await task
         assert time.monotonic() - started >= 0.25  # it really waited for the lock...
         assert ticks >= 10  # ...while the loop kept running other work
-        async with db.read() as conn:
-            values = (await conn.execute(sa.text("SELECT v FROM t ORDER BY v"))).scalars().all()
-        assert values == [1, 2]
-        other.close()
+        assert await _values(db) == [1, 2]
     finally:
+        other.close()
         await db.close()
 
 
@@ -98,31 +105,19 @@ def test_a_write_cancelled_while_it_waits_leaves_no_transaction_open(tmp_path: P
 
 
 async def _cancelled_wait(tmp_path: Path) -> None:
-    path = tmp_path / "x.db"
-    db = Database(f"sqlite:///{path}")
+    db, other = await _locked_out(tmp_path / "x.db")
     try:
-        async with db.write() as conn:
-            await conn.execute(sa.text("CREATE TABLE t (v INTEGER)"))
-        other = _hold_write_lock(path)
-
-        async def write() -> None:
-            async with db.write() as conn:
-                await conn.execute(sa.text("INSERT INTO t VALUES (2)"))
-
-        task = asyncio.create_task(write())
+        task = asyncio.create_task(_insert(db, 2))
         await asyncio.sleep(0.1)  # waiting for the lock on a worker thread
         task.cancel()
         asyncio.get_running_loop().call_later(0.2, other.commit)
         with pytest.raises(asyncio.CancelledError):
             await task
         # The cancelled write took the lock after all, then rolled back: the next one gets it.
-        async with db.write() as conn:
-            await conn.execute(sa.text("INSERT INTO t VALUES (4)"))
-        async with db.read() as conn:
-            values = (await conn.execute(sa.text("SELECT v FROM t ORDER BY v"))).scalars().all()
-        assert values == [1, 4]
-        other.close()
+        await _insert(db, 4)
+        assert await _values(db) == [1, 4]
     finally:
+        other.close()
         await db.close()
 
 
