@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from fillframe.db import Connection, Database, accounts, jobs, plain_url, utcnow
+from fillframe.db import Connection, Database, UTCDateTime, accounts, jobs, plain_url, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,28 @@ def _claim_statement() -> sa.Update:
     )
 
 
+def pg_claimed() -> sa.TableValuedAlias:
+    """PostgreSQL's claim, the `fillframe_claim` function (migration 0003), as a FROM item with the
+    job's columns; parameters `worker_id`, `now` and `lease_expires_at` (`claim_params`)."""
+    claim_fn = sa.func.fillframe_claim(
+        sa.bindparam("worker_id", type_=sa.String()),
+        sa.bindparam("now", type_=UTCDateTime()),
+        sa.bindparam("lease_expires_at", type_=UTCDateTime()),
+    )
+    return claim_fn.table_valued(*(sa.column(c.name, c.type) for c in jobs.c)).alias("claimed")
+
+
+def claim_params(worker_id: str, lease_seconds: float, now: datetime) -> dict[str, Any]:
+    return {"now": now, "worker_id": worker_id, "lease_expires_at": now + timedelta(seconds=lease_seconds)}
+
+
 _CLAIM = _claim_statement()
-_PG_CLAIM = sa.text(
-    f"SELECT {', '.join(c.name for c in jobs.c)} FROM fillframe_claim(:worker_id, :now, :lease_expires_at)"
-).columns(*jobs.c)
+_PG_CLAIM = sa.select(*pg_claimed().c)
 
 
 async def claim(db: Database, worker_id: str, lease_seconds: float) -> dict[str, Any] | None:
     """Take the oldest runnable job, mark it PROCESSING under a lease, and return its row."""
-    now = utcnow()
-    params = {"now": now, "worker_id": worker_id, "lease_expires_at": now + timedelta(seconds=lease_seconds)}
+    params = claim_params(worker_id, lease_seconds, utcnow())
     async with db.autocommit() as conn:
         row = (await conn.execute(_CLAIM if db.is_sqlite else _PG_CLAIM, params)).mappings().first()
     return dict(row) if row else None

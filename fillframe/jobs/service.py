@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -224,10 +225,16 @@ _FINISH_SQLITE = _finish_statement("sqlite")
 _INSERT_FILE = files.insert()
 
 
-def _postgresql_finish(with_file: bool) -> sa.Select[Any]:
+def _postgresql_finish(with_file: bool, claim_next: bool) -> sa.Select[Any]:
     """PostgreSQL: a job's whole end in one statement (data-modifying CTEs, which run whether or
     not the outer SELECT reads them): the status change, its output's `files` row, and the
-    credits settled. When the finish matches no row (fenced out), neither do the others."""
+    credits settled. When the finish matches no row (fenced out), neither do the others.
+
+    `claim_next`: the same statement also claims the worker's next job (columns `next_*`; a FULL
+    JOIN, so either side may be missing), one round trip and one commit per job instead of two.
+    The claim function sees this statement's finish if PostgreSQL ran that first; either way its
+    account's concurrency limit holds (unseen, the ending job still counts: the claim is only
+    more careful)."""
     done = _finish_statement("postgresql").cte("done")
     ctes = billing.settle_ended(done)
     if with_file:
@@ -244,10 +251,31 @@ def _postgresql_finish(with_file: bool) -> sa.Select[Any]:
             sa.false(),
         )
         ctes.append(files.insert().from_select([c.name for c in files.c], output).cte("stored"))
-    return sa.select(*done.c).add_cte(*ctes)
+    if not claim_next:
+        return sa.select(*done.c).add_cte(*ctes)
+    claimed = sa.select(*queue.pg_claimed().c).cte("next_job")
+    return (
+        sa.select(*done.c, *(c.label(_NEXT + c.name) for c in claimed.c))
+        .select_from(done.join(claimed, sa.true(), full=True))
+        .add_cte(*ctes)
+    )
 
 
-_POSTGRESQL_FINISH = {with_file: _postgresql_finish(with_file) for with_file in (False, True)}
+_NEXT = "next_"
+_POSTGRESQL_FINISH = {
+    (with_file, claim_next): _postgresql_finish(with_file, claim_next)
+    for with_file in (False, True)
+    for claim_next in (False, True)
+}
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What `finish_job` did: `ended` is False when the job was no longer this worker's to end;
+    `next_job` is the worker's next job when it was claimed in the same round trip."""
+
+    ended: bool
+    next_job: dict[str, Any] | None = None
 
 
 def _file_row(
@@ -285,6 +313,28 @@ async def finish(
     `has_webhook=False` (the worker knows it from the claimed row) lets PostgreSQL end the job
     in one self-committing statement; a webhook's outbox row needs a transaction around both.
     """
+    finished = await finish_job(
+        db, job_id, outcome, worker_id=worker_id, retention=retention, linker=linker, has_webhook=has_webhook
+    )
+    return finished.ended
+
+
+async def finish_job(
+    db: Database,
+    job_id: str,
+    outcome: Outcome,
+    *,
+    worker_id: str | None,
+    retention: timedelta,
+    linker: Linker | None = None,
+    has_webhook: bool | None = None,
+    claim_lease: float | None = None,
+) -> Finished:
+    """`finish`; with `claim_lease`, PostgreSQL also claims `worker_id`'s next job (under a lease
+    of that many seconds) in the same statement when it can: a COMPLETED job without a webhook
+    and with at most one output. (Not for a refund: it updates the account's row, and the claim's
+    lock taken after that row lock could deadlock with another worker's finish.) Otherwise
+    `next_job` is None and the worker claims as usual."""
     now = utcnow()
     expires = now + retention
     result = None
@@ -305,6 +355,9 @@ async def finish(
     }
     first, extra = outcome.files[:1], outcome.files[1:]
     one_statement = not db.is_sqlite and has_webhook is False and not extra
+    claim_next = one_statement and claim_lease is not None and worker_id is not None
+    claim_next = claim_next and outcome.status == "COMPLETED"
+    next_job = None
     async with db.autocommit() if one_statement else db.write() as conn:
         if db.is_sqlite:
             job = (await conn.execute(_FINISH_SQLITE, values)).mappings().first()
@@ -319,9 +372,15 @@ async def finish(
                     "f_size": f.byte_size,
                 }
                 values["f_expires"] = expires
-            job = (await conn.execute(_POSTGRESQL_FINISH[bool(first)], values)).mappings().first()
+            if claim_next:
+                assert worker_id is not None and claim_lease is not None
+                values |= queue.claim_params(worker_id, claim_lease, now)
+            statement = _POSTGRESQL_FINISH[bool(first), claim_next]
+            job = (await conn.execute(statement, values)).mappings().first()
+            if claim_next and job is not None:
+                job, next_job = _split_next(job)
         if job is None:
-            return False
+            return Finished(False, next_job)
         if extra:
             rows = [_file_row(f, job["account_id"], job_id, now, expires) for f in extra]
             await conn.execute(_INSERT_FILE, rows)
@@ -336,7 +395,14 @@ async def finish(
             completed_at=iso(now),
             linker=linker,
         )
-    return True
+    return Finished(True, next_job)
+
+
+def _split_next(row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the ended job, the next job) from a finish-and-claim row; a side whose id is NULL is None."""
+    ended = {k: v for k, v in row.items() if not k.startswith(_NEXT)}
+    claimed = {k[len(_NEXT) :]: v for k, v in row.items() if k.startswith(_NEXT)}
+    return (ended if ended["id"] is not None else None), (claimed if claimed["id"] is not None else None)
 
 
 async def finish_abandoned(db: Database, job_id: str, retention: timedelta) -> bool:

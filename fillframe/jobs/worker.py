@@ -233,26 +233,31 @@ class Worker:
         stopper.cancel()
 
     async def _loop(self, stop: asyncio.Event) -> None:
+        row: dict[str, Any] | None = None  # a job claimed while the last one was finished
         while not stop.is_set():
-            try:
-                row = await queue.claim(self.db, self.id, self.settings.lease_seconds)
-            except Exception:
-                log.exception("claim failed; retrying")
-                await asyncio.sleep(1.0)
-                continue
+            if row is None:
+                try:
+                    row = await queue.claim(self.db, self.id, self.settings.lease_seconds)
+                except Exception:
+                    log.exception("claim failed; retrying")
+                    await asyncio.sleep(1.0)
+                    continue
             if row is None:
                 await self._idle(stop)
                 continue
+            job, row = row, None
             try:
-                token = logs.job_id.set(row["id"])
+                token = logs.job_id.set(job["id"])
                 try:
-                    await self.run_job(row)
+                    row = await self.run_job(job, claim_next=not stop.is_set())
                 finally:
                     logs.job_id.reset(token)
             except Exception:
                 # The job keeps its lease and is retried after it runs out; the loop lives on.
-                log.exception("job %s could not be finished", row["id"])
+                log.exception("job %s could not be finished", job["id"])
                 await asyncio.sleep(1.0)
+        if row is not None:  # claimed as the stop came: another worker may have it at once
+            await queue.release(self.db, row["id"], self.id)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         interval = max(0.5, min(10.0, self.settings.lease_seconds / 4))
@@ -306,7 +311,9 @@ class Worker:
             except Exception:
                 log.exception("heartbeat for job %s failed", job_id)
 
-    async def run_job(self, row: dict[str, Any]) -> None:
+    async def run_job(self, row: dict[str, Any], *, claim_next: bool = False) -> dict[str, Any] | None:
+        """Run a claimed job to its end. With `claim_next`, returns the worker's next job when the
+        statement that ended this one could claim it too (PostgreSQL), else None."""
         job_id = row["id"]
         state = RunState()
         self.running[job_id] = state
@@ -324,11 +331,11 @@ class Worker:
         if state.reason == "shutdown":
             await queue.release(self.db, job_id, self.id)
             log.info("job %s released for another worker", job_id)
-            return
+            return None
         if state.reason == "lost":
             await self._discard(outcome)
-            return
-        finished = await service.finish(
+            return None
+        finished = await service.finish_job(
             self.db,
             job_id,
             outcome,
@@ -336,13 +343,15 @@ class Worker:
             retention=self.retention,
             linker=self.linker,
             has_webhook=row["webhook_url"] is not None,
+            claim_lease=self.settings.lease_seconds if claim_next else None,
         )
-        if not finished:
+        if not finished.ended:
             await self._discard(outcome)
-            return
+            return finished.next_job
         if row["webhook_url"]:
             self.deliverer.wake()
         self.notifier.finished(job_id)
+        return finished.next_job
 
     async def _progress_hook(self, row: dict[str, Any]) -> deliver.ProgressSender | None:
         """Progress webhooks are best-effort: a failure to set them up never fails the job."""
