@@ -257,7 +257,12 @@ class Worker:
                 log.exception("job %s could not be finished", job["id"])
                 await asyncio.sleep(1.0)
         if row is not None:  # claimed as the stop came: another worker may have it at once
-            await queue.release(self.db, row["id"], self.id)
+            try:
+                await queue.release(self.db, row["id"], self.id)
+            except Exception:
+                log.exception(
+                    "job %s could not be handed back; it will be when its lease runs out", row["id"]
+                )
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         interval = max(0.5, min(10.0, self.settings.lease_seconds / 4))
