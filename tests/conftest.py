@@ -1,4 +1,5 @@
-"""Shared fixtures: a static image host and a live `fillframe serve` per test module."""
+"""Shared fixtures: a static image host, a migrated database per test, and a live
+`fillframe serve` per test module."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.utils.backends import BACKENDS
+from fillframe.migrations import upgrade
+from tests.utils.backends import BACKENDS, create_pg_database, drop_pg_database
 from tests.utils.servers import ImageServer, LiveServer, create_key, drop_backend, fillframe_env
 
 
@@ -23,6 +25,16 @@ def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageServ
 def backend(request: pytest.FixtureRequest) -> str:
     """Every module that runs a server runs once on SQLite and once on PostgreSQL."""
     return request.param
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, backend: str) -> Iterator[str]:
+    """A migrated, empty database for one test: a SQLite file, or a fresh PostgreSQL database."""
+    url = create_pg_database() if backend == "postgresql" else f"sqlite:///{tmp_path}/fillframe.db"
+    upgrade(url)
+    yield url
+    if backend == "postgresql":
+        drop_pg_database(url)
 
 
 @pytest.fixture(scope="module")

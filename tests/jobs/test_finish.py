@@ -5,12 +5,10 @@ refund or a fenced-out finish is never combined wrongly."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 
 from fillframe.accounts import authenticate, create_key, set_limits
@@ -20,25 +18,14 @@ from fillframe.engines.base import CancelledFn, FillJob, FillOutput, ProgressFn
 from fillframe.jobs import queue, service
 from fillframe.jobs.service import Outcome, StoredFile
 from fillframe.jobs.worker import Worker
-from fillframe.migrations import upgrade
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore
-from tests.utils.backends import create_pg_database, drop_pg_database
 from tests.utils.engines import NoopEngine
 from tests.utils.jobs import data_uri, edit_body
 
 IMAGE = data_uri(np.full((16, 16, 3), 90, np.uint8))
 MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 4))
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def database_url(tmp_path: Path, backend: str) -> Iterator[str]:
-    url = create_pg_database() if backend == "postgresql" else f"sqlite:///{tmp_path}/fillframe.db"
-    upgrade(url)
-    yield url
-    if backend == "postgresql":
-        drop_pg_database(url)
 
 
 def stored(job_id: str) -> StoredFile:

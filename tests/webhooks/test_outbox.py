@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,12 +17,10 @@ from fillframe.contract import EditRequest
 from fillframe.db import Database, accounts, jobs, webhook_deliveries
 from fillframe.jobs import queue, service
 from fillframe.jobs.service import Outcome, StoredFile
-from fillframe.migrations import upgrade
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore, Linker
 from fillframe.webhooks import verify
 from fillframe.webhooks.deliver import Deliverer
-from tests.utils.backends import create_pg_database, drop_pg_database
 from tests.webhooks.helpers import IMAGE, MASK
 from tests.webhooks.receiver import Receiver
 
@@ -44,15 +41,6 @@ OUTBOX_UP = {
     "sqlite": ["DROP TRIGGER outbox_down"],
     "postgresql": ["DROP TRIGGER outbox_down ON webhook_deliveries"],
 }
-
-
-@pytest.fixture
-def database_url(tmp_path: Path, backend: str) -> Iterator[str]:
-    url = create_pg_database() if backend == "postgresql" else f"sqlite:///{tmp_path}/fillframe.db"
-    upgrade(url)
-    yield url
-    if backend == "postgresql":
-        drop_pg_database(url)
 
 
 def edit_request(webhook_url: str) -> EditRequest:
