@@ -271,7 +271,7 @@ _POSTGRESQL_FINISH = {
 
 @dataclass(frozen=True)
 class Finished:
-    """What `finish_job` did: `ended` is False when the job was no longer this worker's to end;
+    """What `finish` did: `ended` is False when the job was no longer this worker's to end;
     `next_job` is the worker's next job when it was claimed in the same round trip."""
 
     ended: bool
@@ -304,37 +304,20 @@ async def finish(
     retention: timedelta,
     linker: Linker | None = None,
     has_webhook: bool | None = None,
-) -> bool:
+    claim_lease: float | None = None,
+) -> Finished:
     """End a PROCESSING job. With `worker_id`, only while that worker still holds the lease.
 
-    Returns False (changing nothing) when the job is no longer this worker's to finish: a lease
+    `ended` is False (nothing changed) when the job is no longer this worker's to finish: a lease
     that ran out and was claimed again must not be finished twice. `linker` makes the result
     links of a `completed` webhook (PUBLIC_URL as its base, else the job's own base_url).
     `has_webhook=False` (the worker knows it from the claimed row) lets PostgreSQL end the job
     in one self-committing statement; a webhook's outbox row needs a transaction around both.
-    """
-    finished = await finish_job(
-        db, job_id, outcome, worker_id=worker_id, retention=retention, linker=linker, has_webhook=has_webhook
-    )
-    return finished.ended
 
-
-async def finish_job(
-    db: Database,
-    job_id: str,
-    outcome: Outcome,
-    *,
-    worker_id: str | None,
-    retention: timedelta,
-    linker: Linker | None = None,
-    has_webhook: bool | None = None,
-    claim_lease: float | None = None,
-) -> Finished:
-    """`finish`; with `claim_lease`, PostgreSQL also claims `worker_id`'s next job (under a lease
-    of that many seconds) in the same statement when it can: a COMPLETED job without a webhook
-    and with at most one output. (Not for a refund: it updates the account's row, and the claim's
-    lock taken after that row lock could deadlock with another worker's finish.) Otherwise
-    `next_job` is None and the worker claims as usual."""
+    With `claim_lease`, that statement also claims `worker_id`'s next job (under a lease of that
+    many seconds) when the job COMPLETED without a webhook and with at most one output. (Not for
+    a refund: it updates the account's row, and the claim's lock taken after that row lock could
+    deadlock with another worker's finish.) Otherwise `next_job` is None: claim as usual."""
     now = utcnow()
     expires = now + retention
     result = None
@@ -419,7 +402,7 @@ async def finish_abandoned(db: Database, job_id: str, retention: timedelta) -> b
             f"The worker running this job stopped before finishing it ({row['attempts']} of "
             f"{row['max_attempts']} attempts); the credits were refunded, so submit it again.",
         )
-    return await finish(db, job_id, outcome, worker_id=None, retention=retention)
+    return (await finish(db, job_id, outcome, worker_id=None, retention=retention)).ended
 
 
 class NotCancellable(Exception):

@@ -340,7 +340,7 @@ class Worker:
         if state.reason == "lost":
             await self._discard(outcome)
             return None
-        finished = await service.finish_job(
+        finished = await service.finish(
             self.db,
             job_id,
             outcome,

@@ -63,7 +63,7 @@ async def _completed_then_next(url: str, backend: str) -> None:
     try:
         claimed = await queue.claim(db, "w", 60)
         assert claimed is not None and claimed["id"] == first
-        finished = await service.finish_job(
+        finished = await service.finish(
             db, first, Outcome.completed([stored(first)]), worker_id="w", retention=DAY,
             has_webhook=False, claim_lease=60,
         )  # fmt: skip
@@ -101,7 +101,7 @@ async def _limit_holds(url: str) -> None:
         assert (await queue.claim(db, "w", 60))["id"] == ids[0]
         assert (await queue.claim(db, "x", 60))["id"] == ids[1]
         assert await queue.claim(db, "y", 60) is None  # the limit of 2 is reached
-        finished = await service.finish_job(
+        finished = await service.finish(
             db, ids[0], Outcome.completed([stored(ids[0])]), worker_id="w", retention=DAY,
             has_webhook=False, claim_lease=60,
         )  # fmt: skip
@@ -128,7 +128,7 @@ async def _refund_alone(url: str) -> None:
     try:
         await queue.claim(db, "w", 60)
         failed = Outcome.failed("engine_error", "The engine failed.")
-        finished = await service.finish_job(
+        finished = await service.finish(
             db, first, failed, worker_id="w", retention=DAY, has_webhook=False, claim_lease=60
         )
         assert finished.ended and finished.next_job is None
@@ -147,7 +147,7 @@ async def _fenced(url: str, backend: str) -> None:
     db, (first, second) = await _setup(url, 2)
     try:
         await queue.claim(db, "someone-else", 60)
-        finished = await service.finish_job(
+        finished = await service.finish(
             db, first, Outcome.completed([stored(first)]), worker_id="w", retention=DAY,
             has_webhook=False, claim_lease=60,
         )  # fmt: skip

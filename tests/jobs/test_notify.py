@@ -65,7 +65,7 @@ async def _announcements(url: str) -> None:
                     retention=timedelta(days=1),
                     has_webhook=has_webhook,
                 )
-                assert ended
+                assert ended.ended
         await asyncio.sleep(0.5)  # notifications arrive after their commits
     finally:
         await listener.close()

@@ -93,7 +93,7 @@ def test_a_job_cannot_end_without_its_webhook(database_url: str, backend: str) -
                 await service.finish(db, job_id, outcome, worker_id="w1", retention=DAY)
             assert await snapshot(db, job_id) == ("PROCESSING", None, 0, 0)
             await execute(db, OUTBOX_UP[backend])
-            assert await service.finish(db, job_id, outcome, worker_id="w1", retention=DAY)
+            assert (await service.finish(db, job_id, outcome, worker_id="w1", retention=DAY)).ended
             assert await snapshot(db, job_id) == ("FAILED", "pending", 9, 1)
         finally:
             await db.close()
@@ -117,7 +117,7 @@ def test_many_deliverers_send_each_webhook_once(database_url: str, tmp_path: Pat
             )
             assert (await queue.claim(db, "w", 60) or {}).get("id") == submitted.job_id
             failed = Outcome.failed("engine_error", f"Job {i} broke.")
-            assert await service.finish(db, submitted.job_id, failed, worker_id="w", retention=DAY)
+            assert (await service.finish(db, submitted.job_id, failed, worker_id="w", retention=DAY)).ended
             job_ids.append(submitted.job_id)
         assert await revoke_key(db, key_row["id"])  # a revoked key still signs its jobs' webhooks
         settings = Settings(
@@ -172,9 +172,10 @@ def test_completed_links_use_public_url_else_the_submit_host(
             )
             worker_linker = Linker(store, secret, public_url or "")
             done = Outcome.completed([stored])
-            assert await service.finish(
+            finished = await service.finish(
                 db, submitted.job_id, done, worker_id="w", retention=DAY, linker=worker_linker
             )
+            assert finished.ended
             async with db.read() as conn:
                 job = (
                     (await conn.execute(sa.select(jobs).where(jobs.c.id == submitted.job_id)))
