@@ -72,6 +72,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
     import uvicorn
 
     from fillframe.api.app import create_app
+    from fillframe.api.protocol import JsonErrorsProtocol
 
     settings = load_and_log()
     migrate_db(settings)
@@ -81,6 +82,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         host=host,
         port=port,
         log_level="warning",
+        http=JsonErrorsProtocol,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
     server = uvicorn.Server(config)

@@ -53,7 +53,9 @@ def source_kind(value: str) -> Literal["data", "url"]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # JSON's NaN and Infinity (which Python's parser accepts) are refused as not finite, instead of
+    # failing a bound they never meet ("must be <= 5.0").
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class FluxFillParams(_Strict):
@@ -88,6 +90,7 @@ class EditRequest(_Strict):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {

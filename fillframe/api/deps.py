@@ -49,7 +49,8 @@ async def require_caller(
     x_api_key: Annotated[str | None, Header(description="Your afk_ key.")] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Caller:
-    key = x_api_key
+    # Whitespace around a pasted key is trimmed on both sides, in either header.
+    key = x_api_key.strip() if x_api_key else None
     if not key and authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
     try:

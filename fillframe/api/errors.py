@@ -59,7 +59,13 @@ def _message(err: dict[str, Any]) -> str:
         "model_type": "must be an object",
         "dict_type": "must be an object",
         "json_invalid": "the request body is not valid JSON",
+        "finite_number": "must be a finite number",
     }
+    if kind == "model_attributes_type" and tuple(err.get("loc", ())) == ("body",):
+        # A `null` body, or one sent as text/plain or form data: FastAPI saw no JSON object.
+        return "the request body must be a JSON object, sent with Content-Type: application/json"
+    if kind == "model_attributes_type":
+        return "must be an object"
     if kind in simple:
         return simple[kind]
     if kind == "less_than_equal":
