@@ -73,12 +73,16 @@ def test_json_logs_carry_request_and_job_ids(live: LiveServer, client: httpx.Cli
     )
     job_id = response.json()["jobId"]
     wait_job(client, job_id)
-    time.sleep(0.3)
-    lines = [json.loads(line) for line in live.logs().splitlines() if line.startswith("{")]
-    assert lines, "the server logged nothing as JSON"
+    # The job's log line may be written just after its status is: read the log until it is there.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in live.logs().splitlines() if line.startswith("{")]
+        if any(e.get("job_id") == job_id and "ran: COMPLETED" in e["msg"] for e in lines):
+            break
+        assert time.monotonic() < deadline, f"no 'ran: COMPLETED' line with job_id {job_id}"
+        time.sleep(0.05)
     access = [e for e in lines if e.get("request_id") == "req-abc-123"]
     assert access and access[0]["msg"] == "POST /v2/images/edit 202" and access[0]["status"] == 202
-    assert any(e.get("job_id") == job_id and "ran: COMPLETED" in e["msg"] for e in lines)
 
 
 def test_retention_deletes_outputs_and_links_answer_410(tmp_path: Path, backend: str) -> None:
