@@ -132,7 +132,7 @@ def test_file_part_forms(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         file_part(tmp_path / "nope.png", "image")
     with pytest.raises(TypeError, match="int"):
-        file_part(3, "image")
+        file_part(3, "image")  # type: ignore[arg-type]
 
 
 JOB = {

@@ -110,7 +110,7 @@ def test_typed_errors(ff: Fillframe, files: Files, live: Live) -> None:
         ff.edit(files.image, mask=files.mask, prompt="x", steps=99)
     assert bad.value.details == {"fluxFillParams.steps": ["must be <= 50"]}
     with pytest.raises(TypeError, match="stepz"):
-        ff.edit(files.image, mask=files.mask, prompt="x", stepz=3)
+        ff.edit(files.image, mask=files.mask, prompt="x", stepz=3)  # type: ignore[call-arg]
     with pytest.raises(JobFailedError) as failed:
         ff.edit_and_wait(files.image, mask=files.small_mask, prompt="x")
     assert (failed.value.job.status, failed.value.job.error_code) == ("FAILED", "invalid_input")

@@ -6,25 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar, Unpack
 
 import httpx
 
+from fillframe_client import flows
 from fillframe_client.base import BaseClient
-from fillframe_client.flows import (
-    ProgressCallback,
-    cancel_flow,
-    download_flow,
-    edit_and_wait_flow,
-    edit_flow,
-    get_job_flow,
-    list_jobs_flow,
-    me_flow,
-    models_flow,
-    upload_flow,
-    wait_flow,
-)
-from fillframe_client.inputs import EditSpec, Source
+from fillframe_client.flows import ProgressCallback
+from fillframe_client.inputs import EditOptions, EditSpec, Source
 from fillframe_client.models import Job, JobList, Me, Model, Submission, Upload
 from fillframe_client.retry import PollPolicy
 from fillframe_client.steps import Flow, Reply, Sleep, TransportFailure
@@ -74,51 +63,28 @@ class AsyncFillframe(BaseClient):
             return stop.value  # type: ignore[no-any-return]
 
     async def me(self) -> Me:
-        return await self._run(me_flow(self.retry))
+        return await self._run(flows.me_flow(self.retry))
 
     async def models(self, modality: str | None = None) -> list[Model]:
-        return await self._run(models_flow(self.retry, modality))
+        return await self._run(flows.models_flow(self.retry, modality))
 
-    async def edit(
-        self,
-        image: Source,
-        *,
-        prompt: str,
-        mask: Source | None = None,
-        mode: str | None = None,
-        outpaint: str | None = None,
-        idempotency_key: str | None = None,
-        webhook_url: str | None = None,
-        webhook_events: list[str] | None = None,
-        **params: Any,
-    ) -> Submission:
-        spec = EditSpec(
-            image, prompt, mask, mode, outpaint, idempotency_key, webhook_url, webhook_events, params
-        )
-        return await self._run(edit_flow(spec, self.retry))
+    async def edit(self, image: Source, *, prompt: str, **options: Unpack[EditOptions]) -> Submission:
+        return await self._run(flows.edit_flow(EditSpec.of(image, prompt, options), self.retry))
 
     async def edit_and_wait(
         self,
         image: Source,
         *,
         prompt: str,
-        mask: Source | None = None,
-        mode: str | None = None,
-        outpaint: str | None = None,
-        idempotency_key: str | None = None,
-        webhook_url: str | None = None,
-        webhook_events: list[str] | None = None,
         timeout: float | None = 900.0,
         on_progress: ProgressCallback | None = None,
-        **params: Any,
+        **options: Unpack[EditOptions],
     ) -> Job:
-        spec = EditSpec(
-            image, prompt, mask, mode, outpaint, idempotency_key, webhook_url, webhook_events, params
-        )
-        return await self._run(edit_and_wait_flow(spec, self.retry, self.poll, timeout, on_progress))
+        spec = EditSpec.of(image, prompt, options)
+        return await self._run(flows.edit_and_wait_flow(spec, self.retry, self.poll, timeout, on_progress))
 
     async def download(self, target: Job | str) -> bytes:
-        return await self._run(download_flow(target, self.retry))
+        return await self._run(flows.download_flow(target, self.retry))
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -138,7 +104,7 @@ class AsyncJobs:
         self._client = client
 
     async def get(self, job_id: str) -> Job:
-        return await self._client._run(get_job_flow(job_id, self._client.retry))
+        return await self._client._run(flows.get_job_flow(job_id, self._client.retry))
 
     async def list(
         self,
@@ -148,16 +114,16 @@ class AsyncJobs:
         cursor: str | None = None,
         model: str | None = None,
     ) -> JobList:
-        return await self._client._run(list_jobs_flow(self._client.retry, status, limit, cursor, model))
+        return await self._client._run(flows.list_jobs_flow(self._client.retry, status, limit, cursor, model))
 
     async def cancel(self, job_id: str) -> Job:
-        return await self._client._run(cancel_flow(job_id, self._client.retry))
+        return await self._client._run(flows.cancel_flow(job_id, self._client.retry))
 
     async def wait(
         self, job_id: str, *, timeout: float | None = 900.0, on_progress: ProgressCallback | None = None
     ) -> Job:
         c = self._client
-        return await c._run(wait_flow(job_id, c.retry, c.poll, timeout, on_progress))
+        return await c._run(flows.wait_flow(job_id, c.retry, c.poll, timeout, on_progress))
 
 
 class AsyncUploads:
@@ -165,4 +131,4 @@ class AsyncUploads:
         self._client = client
 
     async def create(self, file: Source) -> Upload:
-        return await self._client._run(upload_flow(file, self._client.retry))
+        return await self._client._run(flows.upload_flow(file, self._client.retry))

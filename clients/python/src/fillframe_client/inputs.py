@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, cast
 
 from fillframe_client.contract import EXTRA_PARAMS, MODEL
 
@@ -26,6 +26,27 @@ else:
     Source: TypeAlias = Any
 
 _URL_OR_DATA = re.compile(r"^(https?://|data:image/)", re.IGNORECASE)
+
+
+class EditOptions(TypedDict, total=False):
+    """The keyword arguments `edit` and `edit_and_wait` take besides `image` and `prompt`."""
+
+    mask: Source | None
+    mode: Literal["inpaint", "outpaint"] | None
+    outpaint: str | None
+    idempotency_key: str | None
+    webhook_url: str | None
+    webhook_events: list[str] | None
+    # The other fluxFillParams, sent as given (the server checks their bounds).
+    steps: int
+    guidance: float
+    safety_tolerance: int
+    output_format: Literal["jpg", "png"]
+    seed: int
+    prompt_upsampling: bool
+
+
+_SPEC_OPTIONS = ("mask", "mode", "outpaint", "idempotency_key", "webhook_url", "webhook_events")
 
 
 @dataclass(frozen=True)
@@ -41,6 +62,13 @@ class EditSpec:
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, image: Source, prompt: str, options: Mapping[str, Any]) -> EditSpec:
+        """The spec for `edit(image, prompt=..., **options)`: named options, the rest fluxFillParams."""
+        named = {k: v for k, v in options.items() if k in _SPEC_OPTIONS}
+        params = {k: v for k, v in options.items() if k not in _SPEC_OPTIONS}
+        return cls(image, prompt, params=params, **named)
 
 
 def check_params(params: Mapping[str, Any]) -> None:

@@ -63,7 +63,7 @@ def retry_delay(reply: Reply | TransportFailure, attempt: int, policy: RetryPoli
     """
     if attempt >= policy.max_retries:
         return None
-    backoff = min(policy.backoff_max, policy.backoff_base * 2**attempt)
+    backoff = min(policy.backoff_max, policy.backoff_base * 2.0**attempt)
     if isinstance(reply, TransportFailure):
         return backoff
     if reply.status not in RETRY_STATUSES:

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar, Unpack
 
 import httpx
 
+from fillframe_client import flows
 from fillframe_client.base import BaseClient
-from fillframe_client.flows import (
-    ProgressCallback,
-    cancel_flow,
-    download_flow,
-    edit_and_wait_flow,
-    edit_flow,
-    get_job_flow,
-    list_jobs_flow,
-    me_flow,
-    models_flow,
-    upload_flow,
-    wait_flow,
-)
-from fillframe_client.inputs import EditSpec, Source
+from fillframe_client.flows import ProgressCallback
+from fillframe_client.inputs import EditOptions, EditSpec, Source
 from fillframe_client.models import Job, JobList, Me, Model, Submission, Upload
 from fillframe_client.retry import PollPolicy
 from fillframe_client.steps import Flow, Reply, Sleep, TransportFailure
@@ -78,57 +67,34 @@ class Fillframe(BaseClient):
 
     def me(self) -> Me:
         """`GET /v2/me`: the key's user, team (credits, plan) and key."""
-        return self._run(me_flow(self.retry))
+        return self._run(flows.me_flow(self.retry))
 
     def models(self, modality: str | None = None) -> list[Model]:
         """`GET /v2/models`: the model catalog with credit costs."""
-        return self._run(models_flow(self.retry, modality))
+        return self._run(flows.models_flow(self.retry, modality))
 
-    def edit(
-        self,
-        image: Source,
-        *,
-        prompt: str,
-        mask: Source | None = None,
-        mode: str | None = None,
-        outpaint: str | None = None,
-        idempotency_key: str | None = None,
-        webhook_url: str | None = None,
-        webhook_events: list[str] | None = None,
-        **params: Any,
-    ) -> Submission:
+    def edit(self, image: Source, *, prompt: str, **options: Unpack[EditOptions]) -> Submission:
         """Submit a job. `image`/`mask`: URL, data URI, path, bytes, PIL image or numpy array (local
         content is uploaded first). `mode` defaults to outpaint when only `outpaint` is given.
-        `params`: steps, guidance, seed, safety_tolerance, output_format, prompt_upsampling."""
-        spec = EditSpec(
-            image, prompt, mask, mode, outpaint, idempotency_key, webhook_url, webhook_events, params
-        )
-        return self._run(edit_flow(spec, self.retry))
+        Other options: steps, guidance, seed, safety_tolerance, output_format, prompt_upsampling."""
+        return self._run(flows.edit_flow(EditSpec.of(image, prompt, options), self.retry))
 
     def edit_and_wait(
         self,
         image: Source,
         *,
         prompt: str,
-        mask: Source | None = None,
-        mode: str | None = None,
-        outpaint: str | None = None,
-        idempotency_key: str | None = None,
-        webhook_url: str | None = None,
-        webhook_events: list[str] | None = None,
         timeout: float | None = 900.0,
         on_progress: ProgressCallback | None = None,
-        **params: Any,
+        **options: Unpack[EditOptions],
     ) -> Job:
         """`edit`, then `jobs.wait`; raises JobFailedError unless the job COMPLETED."""
-        spec = EditSpec(
-            image, prompt, mask, mode, outpaint, idempotency_key, webhook_url, webhook_events, params
-        )
-        return self._run(edit_and_wait_flow(spec, self.retry, self.poll, timeout, on_progress))
+        spec = EditSpec.of(image, prompt, options)
+        return self._run(flows.edit_and_wait_flow(spec, self.retry, self.poll, timeout, on_progress))
 
     def download(self, target: Job | str) -> bytes:
         """A result's bytes: the job's first image, or a signed result URL."""
-        return self._run(download_flow(target, self.retry))
+        return self._run(flows.download_flow(target, self.retry))
 
     def close(self) -> None:
         if self._owns_http:
@@ -146,7 +112,7 @@ class Jobs:
         self._client = client
 
     def get(self, job_id: str) -> Job:
-        return self._client._run(get_job_flow(job_id, self._client.retry))
+        return self._client._run(flows.get_job_flow(job_id, self._client.retry))
 
     def list(
         self,
@@ -156,17 +122,17 @@ class Jobs:
         cursor: str | None = None,
         model: str | None = None,
     ) -> JobList:
-        return self._client._run(list_jobs_flow(self._client.retry, status, limit, cursor, model))
+        return self._client._run(flows.list_jobs_flow(self._client.retry, status, limit, cursor, model))
 
     def cancel(self, job_id: str) -> Job:
-        return self._client._run(cancel_flow(job_id, self._client.retry))
+        return self._client._run(flows.cancel_flow(job_id, self._client.retry))
 
     def wait(
         self, job_id: str, *, timeout: float | None = 900.0, on_progress: ProgressCallback | None = None
     ) -> Job:
         """Poll (with backoff) until the job ends, whatever the outcome; WaitTimeoutError after `timeout`."""
         c = self._client
-        return c._run(wait_flow(job_id, c.retry, c.poll, timeout, on_progress))
+        return c._run(flows.wait_flow(job_id, c.retry, c.poll, timeout, on_progress))
 
 
 class Uploads:
@@ -175,4 +141,4 @@ class Uploads:
 
     def create(self, file: Source) -> Upload:
         """Upload a path, bytes, PIL image or numpy array; use `.url` as `image` or `mask`."""
-        return self._client._run(upload_flow(file, self._client.retry))
+        return self._client._run(flows.upload_flow(file, self._client.retry))

@@ -105,6 +105,8 @@ def verify_webhook(
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidWebhookError("The webhook body is not JSON.") from None
-    if not isinstance(payload, dict) or not {"event", "jobId", "status"} <= payload.keys():
+    if not isinstance(payload, dict):
+        raise InvalidWebhookError("The webhook body is not a JSON object.")
+    if not {"event", "jobId", "status"} <= payload.keys():
         raise InvalidWebhookError("The webhook body is not a Fillframe event (event, jobId, status).")
     return WebhookEvent.from_json(payload)
