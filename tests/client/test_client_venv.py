@@ -2,8 +2,9 @@
 nothing of the server's stack, and passes the package's tests (clients/python/tests) against a
 live `fillframe serve`.
 
-The venv is kept in .venv-client between runs; it is rebuilt from scratch whenever the client's
-pyproject.toml changes, and the client itself is reinstalled from the checkout on every run.
+The venv is kept in .venv-client (gitignored) between runs: it is rebuilt from scratch whenever
+the client's pyproject.toml or the Python version changes, and the client itself is reinstalled
+from the checkout on every run, so a cached venv tests today's code.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def isolated_env(**extra: str) -> dict[str, str]:
 def venv_python() -> Path:
     python = VENV / "bin" / "python"
     stamp = VENV / "client-pyproject.sha256"
-    wanted = hashlib.sha256((CLIENT / "pyproject.toml").read_bytes()).hexdigest()
+    # Rebuilt when the client's dependencies or this Python change; reused otherwise.
+    wanted = hashlib.sha256((CLIENT / "pyproject.toml").read_bytes() + sys.version.encode()).hexdigest()
     env = isolated_env()
     if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
         shutil.rmtree(VENV, ignore_errors=True)
