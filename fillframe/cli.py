@@ -21,7 +21,8 @@ from fillframe.contract import MAX_SEED, OUTPAINT_PRESETS
 from fillframe.settings import Settings
 
 if TYPE_CHECKING:
-    from fillframe.client import Fillframe
+    from fillframe_client import Fillframe
+
     from fillframe.db import Database
 
 T = TypeVar("T")
@@ -285,7 +286,7 @@ def _server_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _client(server: str | None, key: str | None) -> Fillframe:
-    from fillframe.client import Fillframe
+    from fillframe_client import Fillframe
 
     if not server or not key:
         raise click.UsageError("Give --server and --key, or set FILLFRAME_SERVER and FILLFRAME_API_KEY.")
@@ -421,7 +422,7 @@ def _edit_on_server(
     params: dict[str, Any],
     timeout: float,
 ) -> tuple[bytes, str]:
-    from fillframe.client import FillframeError, Job, JobFailedError
+    from fillframe_client import FillframeError, Job, JobFailedError
 
     with _client(server, key) as client, _progress_bar() as bar:
         task = bar.add_task("Submitting", total=100)
@@ -456,7 +457,7 @@ def jobs() -> None:
 
 
 def _call_server(fn: Callable[[], T]) -> T:
-    from fillframe.client import FillframeError
+    from fillframe_client import FillframeError
 
     try:
         return fn()

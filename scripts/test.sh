@@ -27,5 +27,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test,flux]"
+# fillframe-client is not on PyPI: naming the checkout's copy in the same command satisfies
+# fillframe's dependency on it.
+.venv/bin/python -m pip install -q -e ./clients/python -e ".[test,flux]"
 .venv/bin/python -m pytest -q "$@"

@@ -1,35 +1,31 @@
-"""The client's pure parts: retry decisions, error mapping, request bodies, input forms."""
+"""The client's pure parts, offline: retry decisions, error mapping, request bodies, input forms,
+and the typed models built from the contract's JSON shapes."""
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-
-from fillframe.client import (
+from fillframe_client import (
+    FLUX_FILL_PARAMS,
     APIError,
     AuthenticationError,
     InsufficientCreditsError,
     InternalServerError,
+    Job,
+    JobList,
+    Me,
+    Model,
     RateLimitError,
-    Reply,
     RetryPolicy,
-    Send,
-    TransportFailure,
-    can_retry,
-    edit_body,
-    error_from_reply,
-    file_part,
-    infer_mode,
-    parse_retry_after,
-    retry_delay,
+    Submission,
 )
-from tests.utils.images import encode, photo
+from fillframe_client.errors import error_from_reply
+from fillframe_client.inputs import edit_body, file_part, infer_mode
+from fillframe_client.retry import can_retry, parse_retry_after, retry_delay
+from fillframe_client.steps import Reply, Send, TransportFailure
 
 
 def reply(status: int, body: object = None, **headers: str) -> Reply:
@@ -111,6 +107,12 @@ def test_edit_body() -> None:
     assert out["fluxFillParams"]["outpaint"] == "Make square" and out["webhookUrl"] == "https://h/"
     with pytest.raises(TypeError, match="guidence"):
         edit_body("https://x/i.png", prompt="p", mode="inpaint", params={"guidence": 3})
+    every_extra = {
+        name: 1 for name in FLUX_FILL_PARAMS if name not in ("image", "mask", "prompt", "mode", "outpaint")
+    }
+    assert set(edit_body("i", prompt="p", mode="inpaint", params=every_extra)["fluxFillParams"]) >= set(
+        every_extra
+    )
 
 
 def test_infer_mode() -> None:
@@ -120,18 +122,82 @@ def test_infer_mode() -> None:
 
 
 def test_file_part_forms(tmp_path: Path) -> None:
-    rgb = photo("coffee", (64, 48))
     path = tmp_path / "c.png"
-    path.write_bytes(encode(rgb))
+    path.write_bytes(b"\x89PNG not really")
     assert file_part("https://example.com/a.png", "image") == "https://example.com/a.png"
     assert file_part("data:image/png;base64,AAAA", "image") == "data:image/png;base64,AAAA"
     assert file_part(path, "image") == ("c.png", path.read_bytes(), "image/png")
     assert file_part(str(path), "image")[1] == path.read_bytes()
     assert file_part(b"raw", "mask") == ("mask.bin", b"raw", "application/octet-stream")
-    name, data, mime = file_part(Image.fromarray(rgb), "image")
-    assert (name, mime) == ("image.png", "image/png")
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
     with pytest.raises(FileNotFoundError):
         file_part(tmp_path / "nope.png", "image")
     with pytest.raises(TypeError, match="int"):
         file_part(3, "image")  # type: ignore[arg-type]
+
+
+JOB = {
+    "id": "j1",
+    "status": "COMPLETED",
+    "model": "flux-fill-pro",
+    "progress": 100,
+    "result": {"images": ["https://h/r.png"]},
+    "error": None,
+    "errorCode": None,
+    "creditCost": 9,
+    "webhookStatus": "delivered",
+    "createdAt": "2026-01-01T00:00:00Z",
+    "startedAt": "2026-01-01T00:00:01Z",
+    "completedAt": "2026-01-01T00:00:02Z",
+    "expired": False,
+    "seed": 5,
+    "input": {"model": "flux-fill-pro"},
+}
+
+
+def test_models_parse_the_contract_shapes() -> None:
+    job = Job.from_json(JOB)
+    assert (job.done, job.images, job.credit_cost, job.webhook_status, job.seed) == (
+        True,
+        ["https://h/r.png"],
+        9,
+        "delivered",
+        5,
+    )
+    assert not Job.from_json({"id": "j2", "status": "QUEUED", "result": None}).done
+    page = JobList.from_json({"jobs": [JOB], "nextCursor": None, "hasMore": False})
+    assert [j.id for j in page.jobs] == ["j1"] and not page.has_more
+    assert Submission.from_json({"jobId": "j1", "status": "QUEUED"}, "k").job_id == "j1"
+    assert Submission.from_json(JOB, "k").job_id == "j1"  # a `Prefer: wait` answer is the job
+    me = Me.from_json(
+        {
+            "user": {"id": "u", "email": None, "role": "OWNER"},
+            "team": {"id": "t", "name": "T", "credits": 42, "plan": "free", "customerId": None},
+            "apiKey": None,
+        }
+    )
+    assert (me.user.role, me.team.credits, me.team.unlimited, me.api_key) == ("OWNER", 42, False, None)
+    unlimited = Me.from_json(
+        {
+            "user": {"id": "u", "name": "Ops"},
+            "team": {"id": "u", "name": "Ops", "credits": None, "unlimited": True, "plan": "self-hosted"},
+            "apiKey": {"id": "k", "name": "ci", "prefix": "afk_abcd"},
+        }
+    )
+    assert (unlimited.user.name, unlimited.team.credits, unlimited.team.unlimited) == ("Ops", None, True)
+    assert unlimited.api_key is not None and unlimited.api_key.prefix == "afk_abcd"
+    model = Model.from_json(
+        {
+            "id": "flux-fill-pro",
+            "label": "Flux Fill Pro",
+            "modality": "image",
+            "description": "d",
+            "costMin": 9,
+            "costMax": 9,
+            "pricingMode": "flat",
+        }
+    )
+    assert (model.name, model.credit_cost, model.pricing_mode) == ("Flux Fill Pro", 9, "flat")
+    ours = Model.from_json(
+        {"id": "flux-fill-pro", "name": "Flux Fill Pro", "modality": "image", "creditCost": 7}
+    )
+    assert (ours.name, ours.credit_cost, ours.pricing_mode) == ("Flux Fill Pro", 7, None)
