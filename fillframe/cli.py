@@ -218,7 +218,8 @@ def keys_list() -> None:
     click.echo(f"{'ID':36}  {'PREFIX':12}  {'STATUS':8}  {'TEAM':36}  {'USER':36}  NAME")
     for r in rows:
         status = "revoked" if r["revoked_at"] else ("active" if r["active"] else "inactive")
-        cells = (r["id"], r["prefix"].ljust(12), status.ljust(8), r["account_id"], r["user_id"] or "-".ljust(36))
+        user = (r["user_id"] or "-").ljust(36)
+        cells = (r["id"], r["prefix"].ljust(12), status.ljust(8), r["account_id"], user)
         click.echo("  ".join((*cells, r["name"])))
 
 
