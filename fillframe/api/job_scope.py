@@ -44,7 +44,7 @@ def search_id(search: str | None) -> str | None:
         return str(uuid.UUID(search))
     except ValueError:
         message = "must be a job id (a UUID)"
-        raise ApiError(400, f"Invalid request: search {message}.", details={"search": [message]}) from None
+        raise ApiError(400, f"Invalid request: search {message}.", details={"query.search": [message]}) from None
 
 
 async def models_present(conn: Connection, account_id: str, user_id: str | None) -> list[str]:
