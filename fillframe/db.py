@@ -82,8 +82,9 @@ api_keys = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False, index=True),
-    # The key's holder; nullable only because rows from before 0006 were filled in by it.
-    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=True, index=True),
+    # The key's holder (users.id; a reference by value, see migration 0006). Always set; nullable
+    # only because rows from before 0006 were filled in by that migration.
+    sa.Column("user_id", sa.String(36), nullable=True, index=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),

@@ -43,8 +43,9 @@ def search_id(search: str | None) -> str | None:
     try:
         return str(uuid.UUID(search))
     except ValueError:
-        message = "must be a job id (a UUID)"
-        raise ApiError(400, f"Invalid request: search {message}.", details={"query.search": [message]}) from None
+        problem = "must be a job id (a UUID)"
+        details = {"query.search": [problem]}
+        raise ApiError(400, f"Invalid request: search {problem}.", details=details) from None
 
 
 async def models_present(conn: Connection, account_id: str, user_id: str | None) -> list[str]:

@@ -30,10 +30,11 @@ def placeholder_email(team_id: str) -> str:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("accounts", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("customer_id", sa.String(length=200), nullable=True))
-        batch_op.add_column(sa.Column("rate_limit_per_minute", sa.Integer(), nullable=True))
-        batch_op.create_index("ix_accounts_customer_id", ["customer_id"], unique=False)
+    # Plain ADD/DROP COLUMNs throughout: with foreign keys enforced, SQLite cannot copy a table
+    # that others point at (which is how batch mode changes a table).
+    op.add_column("accounts", sa.Column("customer_id", sa.String(length=200), nullable=True))
+    op.add_column("accounts", sa.Column("rate_limit_per_minute", sa.Integer(), nullable=True))
+    op.create_index("ix_accounts_customer_id", "accounts", ["customer_id"], unique=False)
     op.create_table(
         "users",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -46,12 +47,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_users_account_id", "users", ["account_id"], unique=False)
-    with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("user_id", sa.String(length=36), nullable=True))
-        batch_op.create_foreign_key("fk_api_keys_user_id", "users", ["user_id"], ["id"])
-        batch_op.create_index("ix_api_keys_user_id", ["user_id"], unique=False)
-    # A plain ADD COLUMN (no batch copy of the biggest table): jobs.user_id is a reference by
-    # value, like jobs' other ids in the webhook outbox.
+    # References by value: SQLite can add a constraint only by copying the table.
+    op.add_column("api_keys", sa.Column("user_id", sa.String(length=36), nullable=True))
+    op.create_index("ix_api_keys_user_id", "api_keys", ["user_id"], unique=False)
     op.add_column("jobs", sa.Column("user_id", sa.String(length=36), nullable=True))
     op.create_index("ix_jobs_account_user_created", "jobs", ["account_id", "user_id", "created_at", "id"])
     op.create_table(
@@ -106,15 +104,11 @@ def downgrade() -> None:
     op.drop_index("ix_admin_audit_team_id", table_name="admin_audit")
     op.drop_table("admin_audit")
     op.drop_index("ix_jobs_account_user_created", table_name="jobs")
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_column("user_id")
-    with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.drop_index("ix_api_keys_user_id")
-        batch_op.drop_constraint("fk_api_keys_user_id", type_="foreignkey")
-        batch_op.drop_column("user_id")
+    op.drop_column("jobs", "user_id")
+    op.drop_index("ix_api_keys_user_id", table_name="api_keys")
+    op.drop_column("api_keys", "user_id")
     op.drop_index("ix_users_account_id", table_name="users")
     op.drop_table("users")
-    with op.batch_alter_table("accounts", schema=None) as batch_op:
-        batch_op.drop_index("ix_accounts_customer_id")
-        batch_op.drop_column("rate_limit_per_minute")
-        batch_op.drop_column("customer_id")
+    op.drop_index("ix_accounts_customer_id", table_name="accounts")
+    op.drop_column("accounts", "rate_limit_per_minute")
+    op.drop_column("accounts", "customer_id")
