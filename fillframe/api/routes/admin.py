@@ -189,7 +189,7 @@ class TeamList(BaseModel):
 
 
 class CreditsIn(_In):
-    amount: int = Field(description="> 0 grants, < 0 deducts (never below a zero balance).", ne=0)
+    amount: int = Field(description="> 0 grants, < 0 deducts (never below a zero balance); not 0.")
     reason: str = Field(min_length=1, max_length=200, description="Kept on the ledger row.")
 
 
