@@ -13,18 +13,20 @@ import numpy as np
 import pytest
 
 from tests.utils.images import encode
-from tests.utils.jobs import data_uri, edit_body, submit_and_wait, wait_job
+from tests.utils.jobs import edit_body, submit_and_wait, wait_job
 from tests.utils.servers import LiveServer, own_server
-from tests.utils.teams import ADMIN_TOKEN, Team, admin_client, key_client, make_team
+from tests.utils.teams import (
+    ADMIN_SERVER,
+    ADMIN_TOKEN,
+    IMAGE,
+    MASK,
+    Team,
+    admin_client,
+    key_client,
+    make_team,
+)
 
-LIVE_SETTINGS = {
-    "engine": "tests.utils.engines:SleepEngine",
-    "test_sleep": "0.02",
-    "admin_token": ADMIN_TOKEN,
-}
-
-IMAGE = data_uri(np.full((32, 48, 3), 90, np.uint8))
-MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), ((12, 12), (20, 20))))
+LIVE_SETTINGS = ADMIN_SERVER
 ROLES = ("OWNER", "ADMIN", "MEMBER")
 
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import httpx
+import numpy as np
+
+from tests.utils.jobs import data_uri
 
 ADMIN_TOKEN = "operator-token-for-tests-0123456789"
+# A live server with the admin API on, and a quick engine.
+ADMIN_SERVER = {"engine": "tests.utils.engines:SleepEngine", "test_sleep": "0.02", "admin_token": ADMIN_TOKEN}
+# A small inpaint job's inputs.
+IMAGE = data_uri(np.full((32, 48, 3), 90, np.uint8))
+MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), ((12, 12), (20, 20))))
 
 
 def admin_client(url: str, token: str = ADMIN_TOKEN) -> httpx.Client:

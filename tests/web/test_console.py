@@ -6,24 +6,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import httpx
-import numpy as np
 
-from tests.utils.jobs import data_uri, edit_body, submit_and_wait
+from tests.utils.jobs import edit_body, submit_and_wait
 from tests.utils.servers import LiveServer
-from tests.utils.teams import ADMIN_TOKEN, admin_client, key_client
+from tests.utils.teams import ADMIN_SERVER, ADMIN_TOKEN, IMAGE, MASK, admin_client, key_client
 from tests.web.conftest import screenshot
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-LIVE_SETTINGS = {
-    "engine": "tests.utils.engines:SleepEngine",
-    "test_sleep": "0.02",
-    "admin_token": ADMIN_TOKEN,
-}
-
-IMAGE = data_uri(np.full((32, 48, 3), 90, np.uint8))
-MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), ((12, 12), (20, 20))))
+LIVE_SETTINGS = ADMIN_SERVER
 
 
 def sign_in(page: Page, live: LiveServer, token: str = ADMIN_TOKEN) -> None:
