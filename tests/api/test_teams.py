@@ -296,6 +296,8 @@ def test_credits_team_updates_usage_jobs_and_audit(live: LiveServer, admin: http
         f"/admin/v1/teams/{team.id}", json={"plan": "pro", "customerId": "cus_new", "maxConcurrentJobs": 2}
     ).json()
     assert (patched["plan"], patched["customerId"], patched["maxConcurrentJobs"]) == ("pro", "cus_new", 2)
+    refused = admin.patch(f"/admin/v1/teams/{team.id}", json={"name": None, "plan": None})
+    assert refused.status_code == 400 and set(refused.json()["details"]) == {"body.name", "body.plan"}
     with key_client(live.url, team.keys["MEMBER"]) as client:
         me = client.get("/v2/me").json()["team"]
         assert (me["plan"], me["customerId"], me["credits"]) == ("pro", "cus_new", 20)
@@ -344,3 +346,14 @@ def test_without_a_token_there_is_no_admin_api(tmp_path: Path, backend: str) -> 
         doc = httpx.get(f"{server.url}/openapi.json").json()
         assert not [p for p in doc["paths"] if p.startswith("/admin")]
         assert "AdminToken" not in doc["components"]["securitySchemes"]
+
+
+def test_a_teams_rate_applies_to_its_keys_without_their_own(live: LiveServer, admin: httpx.Client) -> None:
+    team = make_team(admin, "rateteam", unlimited=True)
+    assert admin.patch(f"/admin/v1/teams/{team.id}", json={"rateLimitPerMinute": 1}).status_code == 200
+    with key_client(live.url, team.keys["MEMBER"]) as client:
+        assert client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).status_code == 202
+        limited = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK))
+        assert limited.status_code == 429 and limited.headers["X-RateLimit-Limit"] == "1"
+    cleared = admin.patch(f"/admin/v1/teams/{team.id}", json={"rateLimitPerMinute": None, "customerId": None})
+    assert cleared.json()["rateLimitPerMinute"] is None and cleared.json()["customerId"] is None

@@ -49,9 +49,10 @@ _CONFLICT = {
 async def require_operator(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    # Not length-checked here: a refusal must not come before the token check; cut below.
     x_admin_actor: Annotated[
         str | None,
-        Header(description="Optional: who is acting (recorded in the audit trail).", max_length=100),
+        Header(description="Optional: who is acting (recorded in the audit trail, 100 characters)."),
     ] = None,
 ) -> str:
     """The audit trail's `actor` for this request, once the token matched."""
@@ -69,7 +70,7 @@ async def require_operator(
         raise ApiError(401, "API keys do not open the admin API: send the operator token instead.")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise ApiError(401, "Invalid operator token.")
-    return "admin-api" + (f": {x_admin_actor}" if x_admin_actor else "")
+    return "admin-api" + (f": {x_admin_actor[:100]}" if x_admin_actor else "")
 
 
 ActorDep = Annotated[str, Depends(require_operator)]
@@ -251,9 +252,18 @@ def key_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _columns(patch: BaseModel) -> dict[str, Any]:
-    """The fields the request named, by column; an explicit null clears customerId/rate."""
-    return {teams.TEAM_FIELDS[k]: v for k, v in patch.model_dump(exclude_unset=True).items()}
+_CLEARABLE = {"customerId", "rateLimitPerMinute"}
+
+
+def _columns(patch: TeamPatch) -> dict[str, Any]:
+    """The fields the request named, by column. An explicit null clears customerId or the rate;
+    the other fields always have a value."""
+    given = patch.model_dump(exclude_unset=True)
+    nulls = sorted(k for k, v in given.items() if v is None and k not in _CLEARABLE)
+    if nulls:
+        details = {f"body.{k}": ["must not be null"] for k in nulls}
+        raise ApiError(400, f"Invalid request: {', '.join(nulls)} must not be null.", details=details)
+    return {teams.TEAM_FIELDS[k]: v for k, v in given.items()}
 
 
 # --- teams ---------------------------------------------------------------------------------------
