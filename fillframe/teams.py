@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Literal, get_args
+from typing import Any
 
 import sqlalchemy as sa
 
 from fillframe import audit, billing
 from fillframe.db import Connection, Database, accounts, api_keys, credit_ledger, users, utcnow
-from fillframe.jobs.store import iso
 
-Role = Literal["OWNER", "ADMIN", "MEMBER"]
-ROLES: tuple[str, ...] = get_args(Role)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 # The columns an operator may change (API name -> column).
 TEAM_FIELDS = {
@@ -49,31 +46,6 @@ def check_email(email: str) -> str:
     if len(email) > 320 or not _EMAIL.match(email):
         raise ValueError(f"{email[:80]!r} is not an email address.")
     return email
-
-
-def team_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A team as the admin API and the console show it."""
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "credits": int(row["credits"]),
-        "unlimited": row["unlimited"],
-        "plan": row["plan"],
-        "customerId": row["customer_id"],
-        "maxConcurrentJobs": row["max_concurrent_jobs"],
-        "rateLimitPerMinute": row["rate_limit_per_minute"],
-        "createdAt": iso(row["created_at"]),
-    }
-
-
-def user_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "teamId": row["account_id"],
-        "email": row["email"],
-        "role": row["role"],
-        "createdAt": iso(row["created_at"]),
-    }
 
 
 async def _insert_user(conn: Connection, team_id: str, email: str, role: str) -> dict[str, Any]:

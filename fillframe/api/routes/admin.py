@@ -15,13 +15,34 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 
 from fillframe import accounts, audit, billing, teams, usage
+from fillframe.api.admin_views import (
+    AdminJobList,
+    AuditList,
+    Balance,
+    CreditsIn,
+    KeyCreated,
+    KeyIn,
+    KeyOut,
+    KeyPatch,
+    RolePatch,
+    TeamDetail,
+    TeamIn,
+    TeamList,
+    TeamOut,
+    TeamPatch,
+    Usage,
+    UserIn,
+    UserOut,
+    key_view,
+    team_view,
+    user_view,
+)
 from fillframe.api.deps import DbDep, LinkerDep
 from fillframe.api.errors import ApiError
 from fillframe.api.routes.web import SECURITY_HEADERS, WEB_DIR
-from fillframe.contract import ErrorBody, JobStatus, JobView, Role
+from fillframe.contract import ErrorBody, JobStatus
 from fillframe.jobs.store import decode_cursor, iso, job_view, list_jobs
 
 TAG = {
@@ -100,158 +121,6 @@ def service_errors() -> Iterator[None]:
         raise ApiError(400, str(exc)) from None
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TeamIn(_In):
-    name: str = Field(min_length=1, max_length=200)
-    ownerEmail: str | None = Field(default=None, max_length=320, description="Default: a placeholder.")
-    plan: str = Field(default="self-hosted", min_length=1, max_length=40)
-    customerId: str | None = Field(default=None, max_length=200)
-    unlimited: bool = False
-    credits: int = Field(default=0, ge=0, le=10**12, description="A first grant.")
-    maxConcurrentJobs: int = Field(default=4, ge=1, le=10_000)
-    rateLimitPerMinute: int | None = Field(default=None, ge=0, le=1_000_000)
-
-
-class TeamPatch(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    plan: str | None = Field(default=None, min_length=1, max_length=40)
-    customerId: str | None = Field(default=None, max_length=200)
-    unlimited: bool | None = None
-    maxConcurrentJobs: int | None = Field(default=None, ge=1, le=10_000)
-    rateLimitPerMinute: int | None = Field(default=None, ge=0, le=1_000_000, description="0: unlimited.")
-
-
-class TeamOut(BaseModel):
-    id: str
-    name: str
-    credits: int
-    unlimited: bool
-    plan: str
-    customerId: str | None
-    maxConcurrentJobs: int
-    rateLimitPerMinute: int | None
-    createdAt: str
-
-
-class UserIn(_In):
-    email: str = Field(min_length=3, max_length=320)
-    role: Role = "MEMBER"
-
-
-class RolePatch(_In):
-    role: Role
-
-
-class UserOut(BaseModel):
-    id: str
-    teamId: str
-    email: str
-    role: Role
-    createdAt: str
-
-
-class KeyIn(_In):
-    name: str = Field(min_length=1, max_length=200)
-    userId: str | None = Field(default=None, description="Default: the team's first OWNER.")
-    rateLimitPerMinute: int | None = Field(default=None, ge=0, le=1_000_000)
-
-
-class KeyPatch(_In):
-    active: bool | None = Field(default=None, description="false: the key answers 403 until enabled.")
-    rateLimitPerMinute: int | None = Field(default=None, ge=0, le=1_000_000, description="0: unlimited.")
-
-
-class KeyOut(BaseModel):
-    id: str
-    teamId: str
-    userId: str | None
-    name: str
-    prefix: str
-    status: str = Field(description="active | inactive | revoked")
-    rateLimitPerMinute: int | None
-    createdAt: str
-
-
-class KeyCreated(BaseModel):
-    key: str = Field(description="The API key itself: shown this once, stored only as a hash.")
-    apiKey: KeyOut
-
-
-class TeamDetail(TeamOut):
-    users: list[UserOut]
-    keys: list[KeyOut]
-
-
-class TeamList(BaseModel):
-    teams: list[TeamOut]
-
-
-class CreditsIn(_In):
-    amount: int = Field(description="> 0 grants, < 0 deducts (never below a zero balance); not 0.")
-    reason: str = Field(min_length=1, max_length=200, description="Kept on the ledger row.")
-
-
-class Balance(BaseModel):
-    teamId: str
-    credits: int
-
-
-class UsageDay(BaseModel):
-    date: str
-    jobs: dict[JobStatus, int]
-    creditsCaptured: int
-    creditsRefunded: int
-    engineSeconds: float
-
-
-class Usage(BaseModel):
-    teamId: str
-    days: list[UsageDay]
-
-
-class AdminJob(JobView):
-    teamId: str
-    userId: str | None
-    apiKeyId: str
-
-
-class AdminJobList(BaseModel):
-    jobs: list[AdminJob]
-    nextCursor: str | None
-    hasMore: bool
-
-
-class AuditEntry(BaseModel):
-    id: int
-    at: str
-    actor: str
-    action: str
-    teamId: str | None
-    targetId: str | None
-    detail: dict[str, Any] | None
-
-
-class AuditList(BaseModel):
-    entries: list[AuditEntry]
-
-
-def key_view(row: dict[str, Any]) -> dict[str, Any]:
-    status = "revoked" if row["revoked_at"] else ("active" if row["active"] else "inactive")
-    return {
-        "id": row["id"],
-        "teamId": row["account_id"],
-        "userId": row["user_id"],
-        "name": row["name"],
-        "prefix": row["prefix"],
-        "status": status,
-        "rateLimitPerMinute": row["rate_limit_per_minute"],
-        "createdAt": iso(row["created_at"]),
-    }
-
-
 _CLEARABLE = {"customerId", "rateLimitPerMinute"}
 
 
@@ -295,13 +164,13 @@ async def list_teams(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict:
     rows = await teams.list_teams(db, customer_id=customerId, limit=limit, offset=offset)
-    return {"teams": [teams.team_view(r) for r in rows]}
+    return {"teams": [team_view(r) for r in rows]}
 
 
 async def _detail(db: DbDep, team_id: str) -> dict:
     with service_errors():
-        team = teams.team_view(await teams.get_team(db, team_id))
-        team["users"] = [teams.user_view(u) for u in await teams.list_users(db, team_id)]
+        team = team_view(await teams.get_team(db, team_id))
+        team["users"] = [user_view(u) for u in await teams.list_users(db, team_id)]
     team["keys"] = [key_view(k) for k in await accounts.list_keys(db, team_id)]
     return team
 
@@ -319,7 +188,7 @@ async def get_team(team_id: TeamId, db: DbDep) -> dict:
 )
 async def update_team(team_id: TeamId, body: TeamPatch, db: DbDep, actor: ActorDep) -> dict:
     with service_errors():
-        return teams.team_view(await teams.update_team(db, team_id, _columns(body), actor=actor))
+        return team_view(await teams.update_team(db, team_id, _columns(body), actor=actor))
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -334,7 +203,7 @@ async def update_team(team_id: TeamId, body: TeamPatch, db: DbDep, actor: ActorD
 )
 async def add_user(team_id: TeamId, body: UserIn, db: DbDep, actor: ActorDep) -> dict:
     with service_errors():
-        return teams.user_view(await teams.add_user(db, team_id, body.email, body.role, actor=actor))
+        return user_view(await teams.add_user(db, team_id, body.email, body.role, actor=actor))
 
 
 @router.patch(
@@ -345,7 +214,7 @@ async def add_user(team_id: TeamId, body: UserIn, db: DbDep, actor: ActorDep) ->
 )
 async def set_role(team_id: TeamId, user_id: str, body: RolePatch, db: DbDep, actor: ActorDep) -> dict:
     with service_errors():
-        return teams.user_view(await teams.set_role(db, team_id, user_id, body.role, actor=actor))
+        return user_view(await teams.set_role(db, team_id, user_id, body.role, actor=actor))
 
 
 @router.delete(
