@@ -1,5 +1,6 @@
-"""The team side of `GET /v2/jobs`: `scope` (whose jobs), `search` (one job id) and
-`include_models` (which models the scope's jobs use), kept apart from the list route itself."""
+"""The team side of the job routes: `scope` (whose jobs a list shows), `search` (one job id),
+`include_models` (which models the scope's jobs use) and which jobs a key may open by id, kept
+apart from the routes themselves."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ def scope_user(caller: Caller, scope: Scope) -> str | None:
             "scope=team lists the whole team's jobs and needs an OWNER or ADMIN key; this key is a MEMBER's.",
         )
     return None
+
+
+def own_only(caller: Caller) -> str | None:
+    """Whose jobs a key may open by id: a MEMBER only its own, OWNER and ADMIN the team's."""
+    return None if caller.sees_team else caller.user_id
 
 
 def search_id(search: str | None) -> str | None:

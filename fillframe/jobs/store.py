@@ -21,10 +21,15 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-async def get_job(conn: Connection, job_id: str, account_id: str | None = None) -> dict[str, Any] | None:
+async def get_job(
+    conn: Connection, job_id: str, account_id: str | None = None, user_id: str | None = None
+) -> dict[str, Any] | None:
+    """The job, if it is the team's (`account_id`) and, given `user_id`, that user's."""
     query = sa.select(jobs).where(jobs.c.id == job_id)
     if account_id is not None:
         query = query.where(jobs.c.account_id == account_id)
+    if user_id is not None:
+        query = query.where(jobs.c.user_id == user_id)
     row = (await conn.execute(query)).mappings().first()
     return dict(row) if row else None
 

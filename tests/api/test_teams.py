@@ -136,14 +136,20 @@ def test_scope_team_shows_the_teams_jobs_to_owner_and_admin(
     with key_client(live.url, team_x.keys[role]) as client:
         assert sorted(list_ids(client, scope="team")) == sorted(x_jobs.values())
         assert list_ids(client, scope="team", search=x_jobs["MEMBER"]) == [x_jobs["MEMBER"]]
+        assert client.get(f"/v2/jobs/{x_jobs['MEMBER']}").json()["id"] == x_jobs["MEMBER"]
+        ended = client.post(f"/v2/jobs/{x_jobs['MEMBER']}/cancel")
+        assert ended.status_code == 409  # found (it has ended), not hidden
 
 
 def test_scope_team_is_403_for_a_member(live: LiveServer, team_x: Team, x_jobs: dict) -> None:
     with key_client(live.url, team_x.keys["MEMBER"]) as client:
         refused = client.get("/v2/jobs", params={"scope": "team"})
         assert refused.status_code == 403 and "MEMBER" in refused.json()["error"]
-        # A teammate's job id is not in a MEMBER's scope.
+        # A teammate's job is not a MEMBER's to see or cancel, by list or by id.
         assert list_ids(client, search=x_jobs["OWNER"]) == []
+        assert client.get(f"/v2/jobs/{x_jobs['OWNER']}").status_code == 404
+        assert client.post(f"/v2/jobs/{x_jobs['OWNER']}/cancel").status_code == 404
+        assert client.get(f"/v2/jobs/{x_jobs['MEMBER']}").status_code == 200
         bad = client.get("/v2/jobs", params={"scope": "everyone"})
         assert bad.status_code == 400 and "query.scope" in bad.json()["details"]
 

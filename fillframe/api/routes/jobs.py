@@ -44,7 +44,7 @@ def parse_job_id(job_id: str) -> str:
 )
 async def get_one(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
     async with db.read() as conn:
-        row = await get_job(conn, parse_job_id(job_id), caller.account_id)
+        row = await get_job(conn, parse_job_id(job_id), caller.account_id, job_scope.own_only(caller))
     if row is None:
         raise ApiError(404, NOT_FOUND)
     return await job_view(row, linker)
@@ -105,6 +105,10 @@ async def get_many(
 )
 async def cancel(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
     job_id = parse_job_id(job_id)
+    if not caller.sees_team:  # a MEMBER cancels only its own jobs
+        async with db.read() as conn:
+            if await get_job(conn, job_id, caller.account_id, caller.user_id) is None:
+                raise ApiError(404, NOT_FOUND)
     try:
         status = await service.cancel(db, job_id, caller.account_id)
     except service.NotCancellable as exc:
