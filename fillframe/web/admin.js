@@ -308,7 +308,17 @@ function wire() {
 
   $("new-key-copy").addEventListener("click", () =>
     guarded(async () => {
-      await navigator.clipboard.writeText($("new-key-value").textContent);
+      const value = $("new-key-value");
+      if (navigator.clipboard) {
+        await navigator.clipboard.writeText(value.textContent);
+      } else {
+        // Plain http on another host is not a secure context: no Clipboard API there.
+        const range = document.createRange();
+        range.selectNodeContents(value);
+        getSelection().removeAllRanges();
+        getSelection().addRange(range);
+        if (!document.execCommand("copy")) throw new Error("Copying is blocked here: the key is selected, press Ctrl+C.");
+      }
       $("new-key-copied").textContent = "Copied.";
     }),
   );
