@@ -1,4 +1,5 @@
-"""Accounts and API keys: `afk_` keys, shown once, stored only as their SHA-256."""
+"""API keys: `afk_` keys, shown once, stored only as their SHA-256; each belongs to a user of a
+team. Authentication turns a key into the `Caller` handlers see."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fillframe import billing
-from fillframe.db import Connection, Database, accounts, api_keys, credit_ledger, utcnow
+from fillframe import audit, teams
+from fillframe.db import Connection, Database, accounts, api_keys, users, utcnow
 
 KEY_PREFIX = "afk_"
 
@@ -22,7 +23,7 @@ def hash_key(api_key: str) -> str:
 
 @dataclass(frozen=True)
 class Caller:
-    """The authenticated key and its account, as handlers see them."""
+    """The authenticated key, its user and its team (`account_id`), as handlers see them."""
 
     key_id: str
     key_name: str
@@ -33,7 +34,17 @@ class Caller:
     unlimited: bool
     plan: str
     max_concurrent_jobs: int
+    # The key's own limit, else its team's; None: the server's default.
     rate_limit_per_minute: int | None
+    user_id: str
+    user_email: str
+    role: str
+    customer_id: str | None
+
+    @property
+    def sees_team(self) -> bool:
+        """OWNER and ADMIN may list every job of the team (`scope=team`); a MEMBER only its own."""
+        return self.role in ("OWNER", "ADMIN")
 
 
 class AuthError(Exception):
@@ -45,38 +56,61 @@ class AuthError(Exception):
         self.message = message
 
 
-async def create_key(
-    db: Database, name: str, *, credits: int | None = None, account_id: str | None = None
-) -> tuple[str, dict[str, Any]]:
-    """Create a key (and its account unless `account_id` is given). Returns (key, key row)."""
+def _new_key_row(team_id: str, user_id: str, name: str, rate: int | None) -> tuple[str, dict[str, Any]]:
     api_key = KEY_PREFIX + secrets.token_urlsafe(32)
-    now = utcnow()
-    async with db.write() as conn:
-        if account_id is None:
-            account_id = str(uuid.uuid4())
-            await conn.execute(
-                accounts.insert().values(
-                    id=account_id,
-                    name=name,
-                    unlimited=credits is None,
-                    plan="self-hosted",
-                    max_concurrent_jobs=4,
-                    created_at=now,
-                )
-            )
-            if credits:
-                await billing.grant(conn, account_id, credits, reason="initial grant")
-        row = {
-            "id": str(uuid.uuid4()),
-            "account_id": account_id,
-            "name": name,
-            "prefix": api_key[: len(KEY_PREFIX) + 6],
-            "key_hash": hash_key(api_key),
-            "active": True,
-            "created_at": now,
-        }
-        await conn.execute(api_keys.insert().values(**row))
+    row = {
+        "id": str(uuid.uuid4()),
+        "account_id": team_id,
+        "user_id": user_id,
+        "name": name,
+        "prefix": api_key[: len(KEY_PREFIX) + 6],
+        "key_hash": hash_key(api_key),
+        "active": True,
+        "rate_limit_per_minute": rate,
+        "created_at": utcnow(),
+    }
     return api_key, row
+
+
+async def add_key(
+    db: Database,
+    team_id: str,
+    name: str,
+    *,
+    user_id: str | None = None,
+    rate: int | None = None,
+    actor: str,
+) -> tuple[str, dict[str, Any]]:
+    """A new key for `user_id` (default: the team's first OWNER). Returns (key, key row); the
+    key itself exists only in this return value."""
+    async with db.write() as conn:
+        user = await teams.active_user(conn, team_id, user_id)
+        api_key, row = _new_key_row(team_id, user["id"], name, rate)
+        await conn.execute(api_keys.insert().values(**row))
+        await audit.record(
+            conn, actor, "key.create", team_id, row["id"], {"name": name, "userId": user["id"]}
+        )
+    return api_key, row
+
+
+async def create_key(
+    db: Database,
+    name: str,
+    *,
+    credits: int | None = None,
+    account_id: str | None = None,
+    user_id: str | None = None,
+    email: str | None = None,
+    actor: str = "cli",
+) -> tuple[str, dict[str, Any]]:
+    """Create a key; without `account_id`, first a team named `name` (unlimited when `credits`
+    is None) with an OWNER holding the key. Returns (key, key row)."""
+    if account_id is None:
+        team = await teams.create_team(
+            db, name=name, owner_email=email, unlimited=credits is None, credits=credits or 0, actor=actor
+        )
+        account_id, user_id = team["id"], team["ownerId"]
+    return await add_key(db, account_id, name, user_id=user_id, actor=actor)
 
 
 _AUTHENTICATE = (
@@ -87,14 +121,20 @@ _AUTHENTICATE = (
         api_keys.c.key_hash,
         api_keys.c.active,
         api_keys.c.revoked_at,
-        api_keys.c.rate_limit_per_minute,
+        sa.func.coalesce(api_keys.c.rate_limit_per_minute, accounts.c.rate_limit_per_minute).label("rate"),
         accounts.c.id.label("account_id"),
         accounts.c.name.label("account_name"),
         accounts.c.unlimited,
         accounts.c.plan,
         accounts.c.max_concurrent_jobs,
+        accounts.c.customer_id,
+        users.c.id.label("user_id"),
+        users.c.email,
+        users.c.role,
+        users.c.removed_at,
     )
     .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .join(users, users.c.id == api_keys.c.user_id)
     .where(api_keys.c.key_hash == sa.bindparam("key_hash"))
 )
 
@@ -104,7 +144,7 @@ async def authenticate(db: Database, api_key: str | None) -> Caller:
         raise AuthError(401, "API key is required")
     async with db.read() as conn:
         row = (await conn.execute(_AUTHENTICATE, {"key_hash": hash_key(api_key)})).mappings().first()
-    if row is None or row["revoked_at"] is not None:
+    if row is None or row["revoked_at"] is not None or row["removed_at"] is not None:
         raise AuthError(401, "Invalid API key")
     if not row["active"]:
         raise AuthError(403, "API key is inactive")
@@ -118,91 +158,96 @@ async def authenticate(db: Database, api_key: str | None) -> Caller:
         unlimited=row["unlimited"],
         plan=row["plan"],
         max_concurrent_jobs=row["max_concurrent_jobs"],
-        rate_limit_per_minute=row["rate_limit_per_minute"],
+        rate_limit_per_minute=row["rate"],
+        user_id=row["user_id"],
+        user_email=row["email"],
+        role=row["role"],
+        customer_id=row["customer_id"],
     )
 
 
-async def list_keys(db: Database) -> list[dict[str, Any]]:
-    query = sa.select(
-        api_keys.c.id,
-        api_keys.c.name,
-        api_keys.c.prefix,
-        api_keys.c.account_id,
-        api_keys.c.active,
-        api_keys.c.created_at,
-        api_keys.c.revoked_at,
-    ).order_by(api_keys.c.created_at)
+KEY_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.name,
+    api_keys.c.prefix,
+    api_keys.c.account_id,
+    api_keys.c.user_id,
+    api_keys.c.active,
+    api_keys.c.rate_limit_per_minute,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+)
+
+
+async def list_keys(db: Database, team_id: str | None = None) -> list[dict[str, Any]]:
+    """Keys (never the keys themselves), oldest first; of one team when `team_id` is given."""
+    query = sa.select(*KEY_COLUMNS).order_by(api_keys.c.created_at)
+    if team_id is not None:
+        query = query.where(api_keys.c.account_id == team_id)
     async with db.read() as conn:
         return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
-async def revoke_key(db: Database, key_id: str) -> bool:
+async def get_key(conn: Connection, key_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(sa.select(*KEY_COLUMNS).where(api_keys.c.id == key_id))).mappings().first()
+    return dict(row) if row else None
+
+
+async def _change_key(
+    db: Database, key_id: str, values: dict[str, Any], action: str, actor: str
+) -> dict[str, Any] | None:
+    """Apply `values` to an unrevoked key and audit it; None when there is no such key."""
     async with db.write() as conn:
+        if not values:
+            return await get_key(conn, key_id)
         result = await conn.execute(
-            api_keys.update()
-            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=utcnow(), active=False)
+            api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(**values)
         )
-    return result.rowcount == 1
-
-
-async def set_key_active(db: Database, key_id: str, active: bool) -> bool:
-    async with db.write() as conn:
-        result = await conn.execute(
-            api_keys.update()
-            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(active=active)
-        )
-    return result.rowcount == 1
-
-
-async def _account_of(conn: Connection, key_id: str) -> str | None:
-    return await conn.scalar(sa.select(api_keys.c.account_id).where(api_keys.c.id == key_id))
-
-
-async def set_limits(db: Database, key_id: str, *, rate: int | None, concurrency: int | None) -> bool:
-    async with db.write() as conn:
-        account_id = await _account_of(conn, key_id)
-        if account_id is None:
-            return False
-        if rate is not None:
-            await conn.execute(
-                api_keys.update().where(api_keys.c.id == key_id).values(rate_limit_per_minute=rate)
-            )
-        if concurrency is not None:
-            await conn.execute(
-                accounts.update().where(accounts.c.id == account_id).values(max_concurrent_jobs=concurrency)
-            )
-    return True
-
-
-async def grant_credits(db: Database, key_id: str, amount: int) -> int | None:
-    """Credit the key's account (making it metered); returns the new balance."""
-    async with db.write() as conn:
-        account_id = await _account_of(conn, key_id)
-        if account_id is None:
+        if result.rowcount != 1:
             return None
-        await conn.execute(accounts.update().where(accounts.c.id == account_id).values(unlimited=False))
-        await billing.grant(conn, account_id, amount, reason="granted from the CLI")
-        return await billing.balance(conn, account_id)
+        row = await get_key(conn, key_id)
+        assert row is not None
+        detail = {k: v for k, v in values.items() if k != "revoked_at"}
+        await audit.record(conn, actor, action, row["account_id"], key_id, detail)
+    return row
 
 
-async def credit_report(db: Database) -> list[dict[str, Any]]:
-    ledger = (
-        sa.select(credit_ledger.c.account_id, sa.func.sum(credit_ledger.c.amount).label("total"))
-        .group_by(credit_ledger.c.account_id)
-        .subquery()
-    )
-    query = (
-        sa.select(
-            accounts.c.id,
-            accounts.c.name,
-            accounts.c.unlimited,
-            accounts.c.credits,
-            sa.func.coalesce(ledger.c.total, 0).label("ledger_sum"),
-        )
-        .outerjoin(ledger, ledger.c.account_id == accounts.c.id)
-        .order_by(accounts.c.created_at)
-    )
+async def revoke_key(db: Database, key_id: str, *, actor: str = "cli") -> bool:
+    values = {"revoked_at": utcnow(), "active": False}
+    return await _change_key(db, key_id, values, "key.revoke", actor) is not None
+
+
+async def set_key_active(db: Database, key_id: str, active: bool, *, actor: str = "cli") -> bool:
+    action = "key.enable" if active else "key.disable"
+    return await _change_key(db, key_id, {"active": active}, action, actor) is not None
+
+
+async def update_key(
+    db: Database, key_id: str, *, active: bool | None = None, rate: int | None = None, actor: str
+) -> dict[str, Any] | None:
+    """Disable/enable a key and set its submit rate (0: unlimited) in one audited change."""
+    values: dict[str, Any] = {}
+    if active is not None:
+        values["active"] = active
+    if rate is not None:
+        values["rate_limit_per_minute"] = rate
+    return await _change_key(db, key_id, values, "key.update", actor)
+
+
+async def key_team(db: Database, key_id: str) -> str | None:
     async with db.read() as conn:
-        return [dict(r) for r in (await conn.execute(query)).mappings()]
+        return await conn.scalar(sa.select(api_keys.c.account_id).where(api_keys.c.id == key_id))
+
+
+async def set_limits(
+    db: Database, key_id: str, *, rate: int | None, concurrency: int | None, actor: str = "cli"
+) -> bool:
+    """The CLI's `keys limits`: the key's rate and its team's concurrent-job limit."""
+    team_id = await key_team(db, key_id)
+    if team_id is None:
+        return False
+    if rate is not None:
+        await update_key(db, key_id, rate=rate, actor=actor)
+    if concurrency is not None:
+        await teams.update_team(db, team_id, {"max_concurrent_jobs": concurrency}, actor=actor)
+    return True

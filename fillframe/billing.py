@@ -1,8 +1,9 @@
 """The credit ledger: hold at submit, capture on success, refund on failure or cancel.
 
+Credits belong to the team (table `accounts`), whichever of its keys submitted the job.
 Every movement is a row in `credit_ledger`; `accounts.credits` is their running sum, changed in
 the same transaction as the row, so a hold is one conditional UPDATE that can never go negative.
-Unlimited accounts are not metered: they get no ledger rows.
+Unlimited teams are not metered: their jobs get no ledger rows (grants still do).
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ async def grant(conn: Connection, account_id: str, amount: int, *, reason: str) 
     if amount <= 0:
         raise ValueError("A grant must be a positive number of credits.")
     await _move(conn, account_id, "grant", amount, reason=reason)
+
+
+async def deduct(conn: Connection, account_id: str, amount: int, *, reason: str) -> None:
+    """Take `amount` from the team's balance (an operator's correction), never below zero."""
+    if amount <= 0:
+        raise ValueError("A deduction must be a positive number of credits.")
+    taken = await conn.execute(
+        accounts.update()
+        .where(accounts.c.id == account_id, accounts.c.credits >= amount)
+        .values(credits=accounts.c.credits - amount)
+    )
+    if taken.rowcount != 1:
+        raise InsufficientCredits(amount, await balance(conn, account_id))
+    await _move(conn, account_id, "deduct", -amount, reason=reason, balance_done=True)
 
 
 async def balance(conn: Connection, account_id: str) -> int:

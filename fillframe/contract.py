@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 MODELS: dict[str, dict[str, Any]] = {
     "flux-fill-pro": {
-        "name": "Flux Fill Pro",
+        "label": "Flux Fill Pro",
         "provider": "Black Forest Labs",
         "modality": "image",
         "endpoint": "/v2/images/edit",
@@ -195,6 +195,12 @@ class JobList(BaseModel):
     hasMore: bool
 
 
+class JobListWithModels(JobList):
+    """`include_models=true` adds the model ids present among the scope's jobs."""
+
+    models: list[str]
+
+
 class ErrorBody(BaseModel):
     error: str
     details: dict[str, list[str]] | None = None
@@ -222,18 +228,30 @@ class UploadView(BaseModel):
     expiresAt: str
 
 
+Role = Literal["OWNER", "ADMIN", "MEMBER"]
+Modality = Literal["image", "video", "music"]
+PricingMode = Literal["flat", "per-second", "per-output"]
+
+
 class MeUser(BaseModel):
     id: str
-    name: str
+    email: str
+    role: Role
 
 
 class MeTeam(BaseModel):
     id: str
     name: str
-    credits: int | None = Field(description="The balance; null for an unlimited account.")
-    unlimited: bool
+    credits: int = Field(
+        ge=0,
+        description="The team's balance (the sum of its ledger rows). An unlimited team is not "
+        "metered: it answers its balance as it stands (0 unless credits were granted) and "
+        "`unlimited: true`.",
+    )
     plan: str
-    maxConcurrentJobs: int
+    customerId: str | None = Field(description="The operator's own id for this customer.")
+    unlimited: bool = Field(description="Beyond: jobs of this team are not metered.")
+    maxConcurrentJobs: int = Field(description="Beyond: jobs of the team that may run at once.")
 
 
 class MeApiKey(BaseModel):
@@ -245,19 +263,22 @@ class MeApiKey(BaseModel):
 class MeView(BaseModel):
     user: MeUser
     team: MeTeam
-    apiKey: MeApiKey
+    apiKey: MeApiKey | None
 
 
 class ModelInfo(BaseModel):
     id: str
-    name: str
-    provider: str
-    modality: str
-    endpoint: str
-    paramsKey: str
+    label: str
+    modality: Modality
     description: str
-    creditCost: int
-    engine: str = Field(description="The fill engine this server runs the model on.")
+    costMin: int
+    costMax: int
+    pricingMode: PricingMode
+    provider: str = Field(description="Beyond: who made the model.")
+    endpoint: str = Field(description="Beyond: where to submit it.")
+    paramsKey: str = Field(description="Beyond: the body key of its parameters.")
+    creditCost: int = Field(description="Beyond: credits one job costs.")
+    engine: str = Field(description="Beyond: the fill engine this server runs the model on.")
 
 
 class ModelCatalog(BaseModel):

@@ -44,17 +44,37 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# A team (the table keeps its first name, `accounts`: credits, ledger rows, jobs, files and
+# idempotency keys all point at it through `account_id`).
 accounts = sa.Table(
     "accounts",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
+    # Not metered: holds are skipped and no ledger rows are written for its jobs.
     sa.Column("unlimited", sa.Boolean, nullable=False, default=False),
     # Always equal to the sum of this account's ledger rows; kept here so a hold is one UPDATE.
     sa.Column("credits", sa.BigInteger, nullable=False, default=0),
     sa.Column("plan", sa.String(40), nullable=False, default="self-hosted"),
     sa.Column("max_concurrent_jobs", sa.Integer, nullable=False, default=4),
+    # The operator's own id for this customer (free text), as /v2/me's `customerId`.
+    sa.Column("customer_id", sa.String(200), nullable=True, index=True),
+    # Submits per minute for each key of the team that has no limit of its own.
+    sa.Column("rate_limit_per_minute", sa.Integer, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# People of a team. Removed users keep their row (their jobs and keys point at it), marked
+# `removed_at`, and their keys are revoked.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("role", sa.String(8), nullable=False),  # OWNER | ADMIN | MEMBER
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("removed_at", UTCDateTime, nullable=True),
 )
 
 api_keys = sa.Table(
@@ -62,6 +82,9 @@ api_keys = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    # The key's holder (users.id; a reference by value, see migration 0006). Always set; nullable
+    # only because rows from before 0006 were filled in by that migration.
+    sa.Column("user_id", sa.String(36), nullable=True, index=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
@@ -77,6 +100,8 @@ jobs = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("api_key_id", sa.ForeignKey("api_keys.id"), nullable=False),
+    # The user whose key submitted it (`scope=user` lists); `account_id` is the team.
+    sa.Column("user_id", sa.String(36), nullable=True),
     sa.Column("model", sa.String(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("progress", sa.Integer, nullable=False, default=0),
@@ -108,6 +133,7 @@ jobs = sa.Table(
     sa.Index("ix_jobs_account_created", "account_id", "created_at", "id"),
     sa.Index("ix_jobs_account_status", "account_id", "status"),
     sa.Index("ix_jobs_lease", "status", "lease_expires_at"),
+    sa.Index("ix_jobs_account_user_created", "account_id", "user_id", "created_at", "id"),
 )
 
 credit_ledger = sa.Table(
@@ -116,12 +142,25 @@ credit_ledger = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("account_id", sa.ForeignKey("accounts.id"), nullable=False, index=True),
     sa.Column("job_id", sa.String(36), nullable=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # grant | hold | capture | refund
+    sa.Column("kind", sa.String(16), nullable=False),  # grant | deduct | hold | capture | refund
     sa.Column("amount", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.String(200), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     # A job's hold, capture and refund each happen at most once, whatever races.
     sa.UniqueConstraint("job_id", "kind", name="uq_ledger_job_kind"),
+)
+
+# Every change made through the admin API or the CLI: who, what, when.
+admin_audit = sa.Table(
+    "admin_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),  # e.g. team.create, key.revoke
+    sa.Column("team_id", sa.String(36), nullable=True, index=True),
+    sa.Column("target_id", sa.String(36), nullable=True),
+    sa.Column("detail", sa.JSON, nullable=True),
 )
 
 idempotency_keys = sa.Table(

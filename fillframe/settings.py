@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     )
     secret: str | None = Field(
         default=None, description="Signs result links; generated and kept in DATA_DIR on first run if unset."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        min_length=24,
+        description="Operator token for the admin API and console (`/admin`); both are off when unset.",
     )
 
     storage_url: str | None = Field(
@@ -138,6 +143,15 @@ class Settings(BaseSettings):
     bfl_timeout_seconds: float = Field(
         default=600.0, gt=0, description="Give up on an upstream job after this."
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _not_an_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().startswith("afk_"):
+            raise ValueError(
+                "must not be an API key: generate a separate random token (`openssl rand -hex 32`)"
+            )
+        return value
 
     @cached_property
     def sqlite_path(self) -> Path:

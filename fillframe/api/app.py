@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fillframe import __version__
 from fillframe.api import errors, openapi
 from fillframe.api.middleware import BodyLimit, RequestContext
-from fillframe.api.routes import account, edit, files, health, jobs, uploads, web
+from fillframe.api.routes import account, admin, edit, files, health, jobs, uploads, web
 from fillframe.db import Database
 from fillframe.jobs.queue import Notifier, listen
 from fillframe.settings import Settings
@@ -92,11 +92,15 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
         version=__version__,
         description="Inpaint and outpaint images through the Apiframe v2 dialect for `flux-fill-pro`.",
         lifespan=lifespan,
+        openapi_tags=[admin.TAG] if settings.admin_token else None,
     )
     errors.install(app)
     openapi.install(app)
     for module in (edit, jobs, uploads, account, files, health, web):
         app.include_router(module.router)
+    if settings.admin_token:  # no token, no admin API: there is no default one
+        app.include_router(admin.router)
+        app.include_router(admin.console)
     # An upload's multipart envelope (boundaries, part headers) is well under 64 KB.
     upload_mb = settings.max_upload_bytes / (1024 * 1024)
     upload_limit = (

@@ -112,7 +112,11 @@ def finish(doc: dict[str, Any]) -> dict[str, Any]:
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
-    components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
+    # Kept: schemes FastAPI found itself (the admin API's operator token).
+    components["securitySchemes"] = {
+        **components.get("securitySchemes", {}),
+        **copy.deepcopy(SECURITY_SCHEMES),
+    }
     for item in doc.get("paths", {}).values():
         for method in _METHODS:
             if method in item:

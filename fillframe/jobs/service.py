@@ -96,6 +96,7 @@ async def submit(
         "id": str(uuid.uuid4()),
         "account_id": caller.account_id,
         "api_key_id": caller.key_id,
+        "user_id": caller.user_id,
         "model": req.model,
         "status": "QUEUED",
         "progress": 0,

@@ -21,10 +21,15 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-async def get_job(conn: Connection, job_id: str, account_id: str | None = None) -> dict[str, Any] | None:
+async def get_job(
+    conn: Connection, job_id: str, account_id: str | None = None, user_id: str | None = None
+) -> dict[str, Any] | None:
+    """The job, if it is the team's (`account_id`) and, given `user_id`, that user's."""
     query = sa.select(jobs).where(jobs.c.id == job_id)
     if account_id is not None:
         query = query.where(jobs.c.account_id == account_id)
+    if user_id is not None:
+        query = query.where(jobs.c.user_id == user_id)
     row = (await conn.execute(query)).mappings().first()
     return dict(row) if row else None
 
@@ -47,15 +52,24 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 async def list_jobs(
     conn: Connection,
-    account_id: str,
+    account_id: str | None,
     *,
     limit: int,
     status: str | None = None,
     model: str | None = None,
     cursor: tuple[datetime, str] | None = None,
+    user_id: str | None = None,
+    job_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Newest first; returns (rows, next cursor or None)."""
-    query = sa.select(jobs).where(jobs.c.account_id == account_id)
+    """Newest first; returns (rows, next cursor or None). `account_id` None: every team's (the
+    operator's view); `user_id`: only that user's jobs; `job_id`: only that job."""
+    query = sa.select(jobs)
+    if account_id is not None:
+        query = query.where(jobs.c.account_id == account_id)
+    if user_id is not None:
+        query = query.where(jobs.c.user_id == user_id)
+    if job_id is not None:
+        query = query.where(jobs.c.id == job_id)
     if status:
         query = query.where(jobs.c.status == status)
     if model:

@@ -7,9 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from fillframe.api import job_scope
 from fillframe.api.deps import CallerDep, DbDep, LinkerDep
 from fillframe.api.errors import ApiError
-from fillframe.contract import MODELS, ErrorBody, JobList, JobStatus, JobView, NotCancellableBody
+from fillframe.contract import (
+    MODELS,
+    ErrorBody,
+    JobList,
+    JobListWithModels,
+    JobStatus,
+    JobView,
+    NotCancellableBody,
+)
 from fillframe.jobs import service
 from fillframe.jobs.store import decode_cursor, get_job, job_view, list_jobs
 
@@ -35,7 +44,7 @@ def parse_job_id(job_id: str) -> str:
 )
 async def get_one(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
     async with db.read() as conn:
-        row = await get_job(conn, parse_job_id(job_id), caller.account_id)
+        row = await get_job(conn, parse_job_id(job_id), caller.account_id, job_scope.own_only(caller))
     if row is None:
         raise ApiError(404, NOT_FOUND)
     return await job_view(row, linker)
@@ -43,8 +52,8 @@ async def get_one(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: Linke
 
 @router.get(
     "/v2/jobs",
-    response_model=JobList,
-    summary="List your jobs, newest first",
+    response_model=JobListWithModels | JobList,
+    summary="List your jobs (or, for OWNER and ADMIN, the team's), newest first",
 )
 async def get_many(
     caller: CallerDep,
@@ -54,7 +63,12 @@ async def get_many(
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
+    scope: job_scope.ScopeQuery = "user",
+    search: job_scope.SearchQuery = None,
+    include_models: job_scope.IncludeModelsQuery = "false",
 ) -> dict:
+    user_id = job_scope.scope_user(caller, scope)
+    job_id = job_scope.search_id(search)
     try:
         after = decode_cursor(cursor) if cursor else None
     except ValueError as exc:
@@ -62,16 +76,22 @@ async def get_many(
     if model is not None and model not in MODELS:
         # Every job's model was a known one at submit: nothing to look up (and PostgreSQL answers
         # a NUL in text with an error, not an empty result).
-        return {"jobs": [], "nextCursor": None, "hasMore": False}
-    async with db.read() as conn:
-        rows, next_cursor = await list_jobs(
-            conn, caller.account_id, limit=limit, status=status, model=model, cursor=after
-        )
-    return {
+        rows, next_cursor = [], None
+    else:
+        async with db.read() as conn:
+            rows, next_cursor = await list_jobs(
+                conn, caller.account_id, limit=limit, status=status, model=model, cursor=after,
+                user_id=user_id, job_id=job_id,
+            )  # fmt: skip
+    page = {
         "jobs": [await job_view(r, linker) for r in rows],
         "nextCursor": next_cursor,
         "hasMore": next_cursor is not None,
     }
+    if include_models == "true":
+        async with db.read() as conn:
+            page["models"] = await job_scope.models_present(conn, caller.account_id, user_id)
+    return page
 
 
 @router.post(
@@ -85,6 +105,10 @@ async def get_many(
 )
 async def cancel(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
     job_id = parse_job_id(job_id)
+    if not caller.sees_team:  # a MEMBER cancels only its own jobs
+        async with db.read() as conn:
+            if await get_job(conn, job_id, caller.account_id, caller.user_id) is None:
+                raise ApiError(404, NOT_FOUND)
     try:
         status = await service.cancel(db, job_id, caller.account_id)
     except service.NotCancellable as exc:
