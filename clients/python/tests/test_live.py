@@ -27,7 +27,9 @@ from support import Files, Live, png_size
 def test_me_and_models(ff: Fillframe) -> None:
     me = ff.me()
     assert me.api_key is not None and me.api_key.prefix.startswith("afk_")
-    assert me.user.id == me.team.id and (me.team.credits is None) == me.team.unlimited
+    # A key made by `fillframe keys create` without --credits: its team's OWNER, unmetered.
+    assert me.user.role == "OWNER" and me.user.email
+    assert me.team.unlimited is True and me.team.credits == 0
     [model] = [m for m in ff.models() if m.id == "flux-fill-pro"]
     assert (model.modality, model.credit_cost, model.endpoint, model.params_key) == (
         "image",

@@ -126,7 +126,7 @@ class User:
 class Team:
     id: str
     name: str | None
-    credits: int | None  # None for an unlimited team
+    credits: int | None  # the balance (Fillframe before teams: None for an unlimited account)
     unlimited: bool
     plan: str | None
     max_concurrent_jobs: int | None = None
