@@ -87,7 +87,7 @@ async def ledger_sum(conn: Connection, account_id: str) -> int:
             credit_ledger.c.account_id == account_id
         )
     )
-    return int(total)
+    return int(total or 0)
 
 
 async def hold(conn: Connection, account_id: str, job_id: str, cost: int) -> None:

@@ -304,9 +304,9 @@ class Database:
         async with self._write_lock:
             sync = await sqlite_inline.checkout(self.sqlite)
             try:
-                conn = InlineConnection(sync)
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                yield conn
+                inline = InlineConnection(sync)
+                await inline.exec_driver_sql("BEGIN IMMEDIATE")
+                yield inline
                 sync.commit()
             except BaseException:
                 sync.rollback()

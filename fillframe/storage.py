@@ -12,11 +12,14 @@ import hashlib
 import hmac
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import obstore
 from obstore.store import LocalStore, from_url
+
+if TYPE_CHECKING:
+    from obstore.store import S3Config
 
 from fillframe.settings import Settings
 
@@ -29,13 +32,15 @@ def _object_store(settings: Settings) -> Any:
     if not settings.storage_url:
         settings.files_dir.mkdir(parents=True, exist_ok=True)
         return LocalStore(prefix=settings.files_dir.resolve(), mkdir=True)
-    config = {
-        "endpoint": settings.s3_endpoint,
-        "region": settings.s3_region,
-        "access_key_id": settings.s3_access_key_id,
-        "secret_access_key": settings.s3_secret_access_key,
-    }
-    config = {k: v for k, v in config.items() if v}
+    config: S3Config = {}
+    if settings.s3_endpoint:
+        config["endpoint"] = settings.s3_endpoint
+    if settings.s3_region:
+        config["region"] = settings.s3_region
+    if settings.s3_access_key_id:
+        config["access_key_id"] = settings.s3_access_key_id
+    if settings.s3_secret_access_key:
+        config["secret_access_key"] = settings.s3_secret_access_key
     allow_http = bool(settings.s3_endpoint and settings.s3_endpoint.startswith("http://"))
     return from_url(settings.storage_url, config=config or None, client_options={"allow_http": allow_http})
 

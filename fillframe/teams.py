@@ -176,11 +176,12 @@ async def add_user(db: Database, team_id: str, email: str, role: str, *, actor: 
 
 
 async def _owners(conn: Connection, team_id: str) -> int:
-    return await conn.scalar(
+    count = await conn.scalar(
         sa.select(sa.func.count())
         .select_from(users)
         .where(users.c.account_id == team_id, users.c.removed_at.is_(None), users.c.role == "OWNER")
     )
+    return int(count or 0)
 
 
 async def set_role(db: Database, team_id: str, user_id: str, role: str, *, actor: str) -> dict[str, Any]:

@@ -18,15 +18,18 @@ from fillframe.storage import BlobStore, Linker
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def get_db(request: Request) -> Database:
-    return request.app.state.db
+    db: Database = request.app.state.db
+    return db
 
 
 async def get_store(request: Request) -> BlobStore:
-    return request.app.state.store
+    store: BlobStore = request.app.state.store
+    return store
 
 
 def public_base(request: Request) -> str:

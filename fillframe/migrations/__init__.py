@@ -28,7 +28,8 @@ async def current_revision(url: str) -> str | None:
     try:
         async with db.read() as conn:
             try:
-                return await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+                version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+                return None if version is None else str(version)
             except sa.exc.DBAPIError:
                 return None
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from fillframe import billing
@@ -12,7 +14,7 @@ router = APIRouter(tags=["account"])
 
 
 @router.get("/v2/me", response_model=MeView, summary="Who this key belongs to: user, team and key")
-async def me(caller: CallerDep, db: DbDep) -> dict:
+async def me(caller: CallerDep, db: DbDep) -> dict[str, Any]:
     async with db.read() as conn:
         credits = await billing.balance(conn, caller.account_id)
     return {
@@ -35,7 +37,7 @@ async def me(caller: CallerDep, db: DbDep) -> dict:
     response_model=ModelCatalog,
     summary="The model catalog with each model's credit cost (public)",
 )
-async def models(settings: SettingsDep, modality: Modality | None = None) -> dict:
+async def models(settings: SettingsDep, modality: Modality | None = None) -> dict[str, Any]:
     catalog = []
     for model_id, info in MODELS.items():
         if modality is not None and info["modality"] != modality:

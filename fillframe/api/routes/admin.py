@@ -139,7 +139,7 @@ def _columns(patch: TeamPatch) -> dict[str, Any]:
 
 
 @router.post("/teams", status_code=201, response_model=TeamDetail, summary="Create a team with its OWNER")
-async def create_team(body: TeamIn, db: DbDep, actor: ActorDep) -> dict:
+async def create_team(body: TeamIn, db: DbDep, actor: ActorDep) -> dict[str, Any]:
     with service_errors():
         row = await teams.create_team(
             db,
@@ -162,12 +162,12 @@ async def list_teams(
     customerId: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict:
+) -> dict[str, Any]:
     rows = await teams.list_teams(db, customer_id=customerId, limit=limit, offset=offset)
     return {"teams": [team_view(r) for r in rows]}
 
 
-async def _detail(db: DbDep, team_id: str) -> dict:
+async def _detail(db: DbDep, team_id: str) -> dict[str, Any]:
     with service_errors():
         team = team_view(await teams.get_team(db, team_id))
         team["users"] = [user_view(u) for u in await teams.list_users(db, team_id)]
@@ -176,7 +176,7 @@ async def _detail(db: DbDep, team_id: str) -> dict:
 
 
 @router.get("/teams/{team_id}", response_model=TeamDetail, responses={404: _NOT_FOUND}, summary="Get a team")
-async def get_team(team_id: TeamId, db: DbDep) -> dict:
+async def get_team(team_id: TeamId, db: DbDep) -> dict[str, Any]:
     return await _detail(db, team_id)
 
 
@@ -186,7 +186,7 @@ async def get_team(team_id: TeamId, db: DbDep) -> dict:
     responses={404: _NOT_FOUND},
     summary="Change a team's plan, customerId, limits, name or unlimited flag",
 )
-async def update_team(team_id: TeamId, body: TeamPatch, db: DbDep, actor: ActorDep) -> dict:
+async def update_team(team_id: TeamId, body: TeamPatch, db: DbDep, actor: ActorDep) -> dict[str, Any]:
     with service_errors():
         return team_view(await teams.update_team(db, team_id, _columns(body), actor=actor))
 
@@ -201,7 +201,7 @@ async def update_team(team_id: TeamId, body: TeamPatch, db: DbDep, actor: ActorD
     responses={404: _NOT_FOUND, 409: _CONFLICT},
     summary="Add a user to a team",
 )
-async def add_user(team_id: TeamId, body: UserIn, db: DbDep, actor: ActorDep) -> dict:
+async def add_user(team_id: TeamId, body: UserIn, db: DbDep, actor: ActorDep) -> dict[str, Any]:
     with service_errors():
         return user_view(await teams.add_user(db, team_id, body.email, body.role, actor=actor))
 
@@ -212,7 +212,9 @@ async def add_user(team_id: TeamId, body: UserIn, db: DbDep, actor: ActorDep) ->
     responses={404: _NOT_FOUND, 409: _CONFLICT},
     summary="Change a user's role",
 )
-async def set_role(team_id: TeamId, user_id: str, body: RolePatch, db: DbDep, actor: ActorDep) -> dict:
+async def set_role(
+    team_id: TeamId, user_id: str, body: RolePatch, db: DbDep, actor: ActorDep
+) -> dict[str, Any]:
     with service_errors():
         return user_view(await teams.set_role(db, team_id, user_id, body.role, actor=actor))
 
@@ -240,7 +242,7 @@ async def remove_user(team_id: TeamId, user_id: str, db: DbDep, actor: ActorDep)
     responses={404: _NOT_FOUND},
     summary="Create an API key (the key is in this answer only)",
 )
-async def create_key(team_id: TeamId, body: KeyIn, db: DbDep, actor: ActorDep) -> dict:
+async def create_key(team_id: TeamId, body: KeyIn, db: DbDep, actor: ActorDep) -> dict[str, Any]:
     with service_errors():
         key, row = await accounts.add_key(
             db, team_id, body.name, user_id=body.userId, rate=body.rateLimitPerMinute, actor=actor
@@ -251,7 +253,7 @@ async def create_key(team_id: TeamId, body: KeyIn, db: DbDep, actor: ActorDep) -
 @router.get(
     "/teams/{team_id}/keys", response_model=list[KeyOut], responses={404: _NOT_FOUND}, summary="List keys"
 )
-async def list_keys(team_id: TeamId, db: DbDep) -> list[dict]:
+async def list_keys(team_id: TeamId, db: DbDep) -> list[dict[str, Any]]:
     with service_errors():
         await teams.get_team(db, team_id)
     return [key_view(k) for k in await accounts.list_keys(db, team_id)]
@@ -263,7 +265,7 @@ async def list_keys(team_id: TeamId, db: DbDep) -> list[dict]:
     responses={404: _NOT_FOUND},
     summary="Disable or enable a key, or set its submit rate",
 )
-async def update_key(key_id: str, body: KeyPatch, db: DbDep, actor: ActorDep) -> dict:
+async def update_key(key_id: str, body: KeyPatch, db: DbDep, actor: ActorDep) -> dict[str, Any]:
     row = await accounts.update_key(db, key_id, active=body.active, rate=body.rateLimitPerMinute, actor=actor)
     if row is None:
         raise ApiError(404, f"No unrevoked key with id {key_id[:64]!r}.")
@@ -276,7 +278,7 @@ async def update_key(key_id: str, body: KeyPatch, db: DbDep, actor: ActorDep) ->
     responses={404: _NOT_FOUND},
     summary="Revoke a key: it stops working at once, for good",
 )
-async def revoke_key(key_id: str, db: DbDep, actor: ActorDep) -> dict:
+async def revoke_key(key_id: str, db: DbDep, actor: ActorDep) -> dict[str, Any]:
     if not await accounts.revoke_key(db, key_id, actor=actor):
         raise ApiError(404, f"No unrevoked key with id {key_id[:64]!r}.")
     async with db.read() as conn:
@@ -294,7 +296,7 @@ async def revoke_key(key_id: str, db: DbDep, actor: ActorDep) -> dict:
     responses={404: _NOT_FOUND, 409: _CONFLICT},
     summary="Grant or deduct credits with a reason (one ledger row)",
 )
-async def adjust_credits(team_id: TeamId, body: CreditsIn, db: DbDep, actor: ActorDep) -> dict:
+async def adjust_credits(team_id: TeamId, body: CreditsIn, db: DbDep, actor: ActorDep) -> dict[str, Any]:
     with service_errors():
         balance = await teams.adjust_credits(db, team_id, body.amount, body.reason, actor=actor)
     return {"teamId": team_id, "credits": balance}
@@ -306,7 +308,9 @@ async def adjust_credits(team_id: TeamId, body: CreditsIn, db: DbDep, actor: Act
     responses={404: _NOT_FOUND},
     summary="Usage per UTC day: jobs by status, credits captured and refunded, engine seconds",
 )
-async def team_usage(team_id: TeamId, db: DbDep, days: Annotated[int, Query(ge=1, le=366)] = 30) -> dict:
+async def team_usage(
+    team_id: TeamId, db: DbDep, days: Annotated[int, Query(ge=1, le=366)] = 30
+) -> dict[str, Any]:
     with service_errors():
         await teams.get_team(db, team_id)
     return {"teamId": team_id, "days": await usage.per_day(db, team_id, days)}
@@ -320,7 +324,7 @@ async def admin_jobs(
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
-) -> dict:
+) -> dict[str, Any]:
     try:
         after = decode_cursor(cursor) if cursor else None
     except ValueError as exc:
@@ -342,7 +346,7 @@ async def admin_jobs(
 @router.get("/audit", response_model=AuditList, summary="The audit trail, newest first")
 async def audit_trail(
     db: DbDep, teamId: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> dict:
+) -> dict[str, Any]:
     rows = await audit.entries(db, team_id=teamId, limit=limit)
     return {
         "entries": [
