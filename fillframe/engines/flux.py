@@ -172,7 +172,7 @@ def _dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
     return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
-def fp8_config(dtype: torch.dtype) -> Any:
+def fp8_config(dtype: torch.dtype, device: str) -> Any:
     """diffusers' TorchAoConfig for FP8 (e4m3) dynamic activations and per-row weights.
 
     Given to `from_pretrained`, so each weight is quantized as it is loaded, on the CPU: the
@@ -185,6 +185,12 @@ def fp8_config(dtype: torch.dtype) -> Any:
         raise RuntimeError(
             f"FILLFRAME_FLUX_FP8 quantizes bfloat16 weights, but the dtype is {name}: "
             "set FILLFRAME_FLUX_DTYPE=bfloat16 (or auto on a GPU), or unset FILLFRAME_FLUX_FP8."
+        )
+    # torchao checks for FP8 hardware while quantizing; say so before any weight is read.
+    if not device.startswith("cuda") or torch.cuda.get_device_capability(device) < (8, 9):
+        raise RuntimeError(
+            "FILLFRAME_FLUX_FP8 needs a CUDA GPU with FP8 support (Ada, Hopper or newer); "
+            f"the device is {device}."
         )
     try:
         from torchao import quantization as tq
@@ -337,7 +343,7 @@ class FluxEngine(Engine):
         assert s.flux_model is not None  # weights_problem refused None
         device = resolve_device(s.flux_device, s.flux_worker_index)
         dtype = resolve_dtype(s.flux_dtype, device)
-        quantization = fp8_config(dtype) if s.flux_fp8 else None
+        quantization = fp8_config(dtype, device) if s.flux_fp8 else None
         pipe = load_pipeline(s.flux_model, s.flux_transformer_file, dtype, quantization)
         self.fp8 = quantization is not None
         self.attach(pipe, device)

@@ -144,6 +144,12 @@ def work_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     scale = min(1.0, math.sqrt(max_pixels / (width * height)))
     w = max(SIDE_MULTIPLE, int(width * scale) // SIDE_MULTIPLE * SIDE_MULTIPLE)
     h = max(SIDE_MULTIPLE, int(height * scale) // SIDE_MULTIPLE * SIDE_MULTIPLE)
+    # A thin box can be lifted to 16 on its short side; then trim the long one to fit.
+    if w * h > max_pixels:
+        if w >= h:
+            w = max(SIDE_MULTIPLE, max_pixels // h // SIDE_MULTIPLE * SIDE_MULTIPLE)
+        else:
+            h = max(SIDE_MULTIPLE, max_pixels // w // SIDE_MULTIPLE * SIDE_MULTIPLE)
     return w, h
 
 
