@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
+from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn, slice_progress
 from fillframe.errors import Cancelled, EngineFailed
 from fillframe.imaging.crops import Crop, crop_inputs, fits, paste, plan_crops
 
@@ -283,11 +283,6 @@ def composite(original: np.ndarray, generated: np.ndarray, fill: np.ndarray) -> 
 def to_uint8(images: np.ndarray) -> list[np.ndarray]:
     """diffusers' `np` output (NxHxWx3 float in 0..1) -> N HxWx3 uint8, rounded as its PIL output is."""
     return [(np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8) for image in images]
-
-
-def slice_progress(progress: ProgressFn, index: int, count: int) -> ProgressFn:
-    """Progress of part `index` of `count` equal parts, as a share of the whole job's."""
-    return lambda percent: progress((index * 100 + percent) // count)
 
 
 @dataclass
