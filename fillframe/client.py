@@ -418,11 +418,11 @@ def check_params(params: Mapping[str, Any]) -> None:
         raise TypeError(f"Unknown fluxFillParams {unknown}; known: {', '.join(sorted(EXTRA_PARAMS))}.")
 
 
-def infer_mode(mode: str | None, mask: object, outpaint: str | None) -> str:
-    """`mode` as given, else "outpaint" when only a preset is given, else "inpaint"."""
+def infer_mode(mode: str | None, mask: object, outpaint: str | None, expand: object = None) -> str:
+    """`mode` as given, else "outpaint" when only a preset or an `expand` is given, else "inpaint"."""
     if mode is not None:
         return mode
-    return "outpaint" if outpaint is not None and mask is None else "inpaint"
+    return "outpaint" if (outpaint is not None or expand) and mask is None else "inpaint"
 
 
 def edit_body(
@@ -530,7 +530,7 @@ def source_flow(value: Source, policy: RetryPolicy, what: str) -> Flow[str]:
 
 def edit_flow(spec: EditSpec, policy: RetryPolicy) -> Flow[Submission]:
     check_params(spec.params)
-    mode = infer_mode(spec.mode, spec.mask, spec.outpaint)
+    mode = infer_mode(spec.mode, spec.mask, spec.outpaint, spec.params.get("expand"))
     image_ref = yield from source_flow(spec.image, policy, "image")
     mask_ref = None
     if mode == "inpaint" and spec.mask is not None:
@@ -730,8 +730,9 @@ class Fillframe(_Base):
         **params: Any,
     ) -> Submission:
         """Submit a job. `image`/`mask`: URL, data URI, path, bytes, PIL image or numpy array (local
-        content is uploaded first). `mode` defaults to outpaint when only `outpaint` is given.
-        `params`: steps, guidance, seed, safety_tolerance, output_format, prompt_upsampling."""
+        content is uploaded first). `mode` defaults to outpaint when only `outpaint` or `expand` is
+        given. `params`: steps, guidance, seed, safety_tolerance, output_format, prompt_upsampling,
+        expand (`{"left": 256, "right": 0, ...}` pixels per side, instead of a preset)."""
         spec = EditSpec(
             image, prompt, mask, mode, outpaint, idempotency_key, webhook_url, webhook_events, params
         )
