@@ -99,7 +99,7 @@ def test_missing_file_and_usage_errors(local_env: dict[str, str], inputs: Inputs
     both = run(local_env, "edit", str(inputs.image), "--mask", str(inputs.mask_path),
                "--outpaint", "Make square", "--prompt", "x")  # fmt: skip
     assert (
-        both.returncode == 2 and "Give exactly one of --mask (inpaint) and --outpaint PRESET." in both.stderr
+        both.returncode == 2 and "Give exactly one of --mask (inpaint), --outpaint PRESET and --expand SIDE=PX." in both.stderr
     )
     clash = run(local_env, "edit", str(inputs.image), "--outpaint", "Make square", "--prompt", "x",
                 "-o", "a.png", "--format", "jpg")  # fmt: skip
