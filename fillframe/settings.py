@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     flux_transformer_file: Path | None = Field(
         default=None, description="Optional single-file transformer; configs come from FLUX_MODEL."
     )
-    flux_device: str = Field(default="auto", description="auto | cuda | cuda:N | cpu")
+    flux_device: str = Field(
+        default="auto", description="auto, cuda, cuda:N or cpu; auto: one GPU per worker (docs/engines.md)."
+    )
     flux_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         default="auto", description="auto: bfloat16 on GPU, float32 on CPU."
     )
@@ -125,7 +127,7 @@ class Settings(BaseSettings):
     flux_cpu_offload: bool = Field(default=False, description="Model CPU offload (same as OFFLOAD=model).")
     flux_offload: Literal["none", "model", "group", "sequential"] = Field(
         default="none",
-        description="none | model | group (leaf level, streamed) | sequential: less GPU memory, slower.",
+        description="none, model, group (leaf level, streamed) or sequential: less GPU memory, slower.",
     )
     flux_compile: bool = Field(default=False, description="torch.compile the transformer.")
     flux_fp8: bool = Field(

@@ -192,13 +192,18 @@ def fp8_config(dtype: torch.dtype, device: str) -> Any:
             "FILLFRAME_FLUX_FP8 needs a CUDA GPU with FP8 support (Ada, Hopper or newer); "
             f"the device is {device}."
         )
+    from diffusers import TorchAoConfig
+
+    return TorchAoConfig(fp8_quant_type())
+
+
+def fp8_quant_type() -> Any:
+    """torchao's FP8 (e4m3) dynamic-activation, per-row-weight config (bench/gpu.py uses it too)."""
     try:
         from torchao import quantization as tq
     except ImportError:
         raise RuntimeError("FILLFRAME_FLUX_FP8 needs torchao: pip install torchao.") from None
-    from diffusers import TorchAoConfig
-
-    return TorchAoConfig(tq.Float8DynamicActivationFloat8WeightConfig(granularity=tq.PerRow()))
+    return tq.Float8DynamicActivationFloat8WeightConfig(granularity=tq.PerRow())
 
 
 def load_pipeline(
