@@ -402,11 +402,16 @@ def test_large_canvas_small_mask_runs_the_pipeline_at_the_capped_size(cropping: 
     assert crop["scale"] < 1
 
 
-def test_two_distant_holes_are_two_crops(cropping: FluxEngine) -> None:
-    rgb = photo("coffee", (400, 300))
+def two_holes() -> tuple[np.ndarray, np.ndarray]:
+    """A 400x300 photo with two small holes in opposite corners (HxWx3 uint8, HxW uint8)."""
     mask = np.zeros((300, 400), np.uint8)
     mask[20:36, 20:40] = 255
     mask[250:270, 350:380] = 255
+    return photo("coffee", (400, 300)), mask
+
+
+def test_two_distant_holes_are_two_crops(cropping: FluxEngine) -> None:
+    rgb, mask = two_holes()
     seen: list[int] = []
     out = cropping.fill(job(rgb, mask, steps=2), seen.append, lambda: False)
     assert len(out.notes["crops"]) == 2
@@ -432,10 +437,7 @@ def test_outpaint_over_the_cap_goes_through_the_crops(cropping: FluxEngine) -> N
 
 
 def test_crop_cancel_stops_the_job(cropping: FluxEngine) -> None:
-    rgb = photo("coffee", (400, 300))
-    mask = np.zeros((300, 400), np.uint8)
-    mask[20:36, 20:40] = 255
-    mask[250:270, 350:380] = 255
+    rgb, mask = two_holes()
     seen: list[int] = []
     with pytest.raises(Cancelled):
         cropping.fill(job(rgb, mask, steps=3), seen.append, lambda: len(seen) >= 4)

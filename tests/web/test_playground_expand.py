@@ -11,7 +11,7 @@ from fillframe.imaging.canvas import Expansion, plan_expand
 from fillframe.settings import Settings
 from tests.utils.images import decode, encode, photo
 from tests.utils.servers import LiveServer
-from tests.web.conftest import b64, screenshot
+from tests.web.conftest import drop_file, screenshot
 from tests.web.test_playground import choose_png, open_playground, wait_result
 
 if TYPE_CHECKING:
@@ -26,14 +26,7 @@ def set_side(page: Page, side: str, value: int) -> None:
 def test_expand_in_the_playground(page: Page, live: LiveServer, api_key: str) -> None:
     rgb = photo("chelsea", (300, 200))
     open_playground(page, live, api_key)
-    page.evaluate(
-        """b64 => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                    const dt = new DataTransfer();
-                    dt.items.add(new File([bytes], 'cat.png', {type: 'image/png'}));
-                    document.getElementById('stage').dispatchEvent(
-                      new DragEvent('drop', {dataTransfer: dt, bubbles: true})); }""",
-        b64(encode(rgb)),
-    )
+    drop_file(page, encode(rgb), "cat.png")
     page.wait_for_selector("#editor:not([hidden])")
     page.click(".segmented >> text=Outpaint")
     assert page.is_hidden("#expand-tools")
