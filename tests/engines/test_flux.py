@@ -497,6 +497,11 @@ def test_first_block_cache_on_completes(tiny_folder: Path, cat: tuple[np.ndarray
     assert_untouched(cached, rgb, mask)
     again, _, _ = run(eng, job(rgb, mask, steps=6))
     assert np.array_equal(cached, again)  # the cache is reset between jobs
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        eng.fill(job(rgb, mask, steps=6, seed=99), seen.append, lambda: len(seen) >= 3)
+    after_cancel, _, _ = run(eng, job(rgb, mask, steps=6))
+    assert np.array_equal(cached, after_cancel)  # a cancelled job leaves nothing behind for the next
 
 
 def test_vae_tiling_and_warm_up(tiny_folder: Path, cat: tuple[np.ndarray, np.ndarray]) -> None:
