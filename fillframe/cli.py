@@ -383,10 +383,32 @@ def _progress_bar() -> Any:
     )
 
 
+def _expand_sides(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dict[str, int] | None:
+    """`left=256,right=128` -> {"left": 256, "right": 128}; the API checks the ranges."""
+    if value is None:
+        return None
+    sides: dict[str, int] = {}
+    for part in value.split(","):
+        name, sep, number = part.strip().partition("=")
+        name = name.strip().lower()
+        if not sep or name not in ("left", "right", "top", "bottom") or not number.strip().isdigit():
+            raise click.BadParameter(
+                f"{part.strip()!r} is not SIDE=PIXELS with SIDE left, right, top or bottom."
+            )
+        sides[name] = int(number)
+    return sides
+
+
 @main.command()
 @click.argument("image", callback=_source)
 @click.option("--mask", callback=_source, help="Mask file: white = repaint, black = keep; the image's size.")
 @click.option("--outpaint", type=click.Choice(OUTPAINT_PRESETS), help="Extend the canvas with this preset.")
+@click.option(
+    "--expand",
+    callback=_expand_sides,
+    metavar="SIDE=PX,...",
+    help="Extend the canvas by pixels per side instead of a preset, e.g. left=256,right=256 (0-2048).",
+)
 @click.option("--prompt", required=True, help="What to paint (the classic engine ignores it).")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Default: <image>-filled.<fmt>."
@@ -403,6 +425,7 @@ def edit(
     image: str,
     mask: str | None,
     outpaint: str | None,
+    expand: dict[str, int] | None,
     prompt: str,
     output: Path | None,
     seed: int | None,
@@ -413,17 +436,21 @@ def edit(
     server: str | None,
     key: str | None,
 ) -> None:
-    """Inpaint IMAGE under --mask, or outpaint it with --outpaint PRESET.
+    """Inpaint IMAGE under --mask, or outpaint it with --outpaint PRESET or --expand SIDE=PX,...
 
     Without --server the configured engine (FILLFRAME_ENGINE) runs in this process; with it the
     job goes to that server. IMAGE and --mask are files or http(s) URLs. The output path is
     printed on the last line.
     """
-    if (mask is None) == (outpaint is None):
-        raise click.UsageError("Give exactly one of --mask (inpaint) and --outpaint PRESET.")
+    if sum(x is not None for x in (mask, outpaint, expand)) != 1:
+        raise click.UsageError(
+            "Give exactly one of --mask (inpaint), --outpaint PRESET and --expand SIDE=PX."
+        )
     target, fmt = output_target(image, output, fmt)
     params = {k: v for k, v in {"seed": seed, "steps": steps, "guidance": guidance}.items() if v is not None}
     params["output_format"] = fmt
+    if expand is not None:
+        params["expand"] = expand
     if server:
         data, facts = _edit_on_server(server, key, image, mask, outpaint, prompt, params, timeout)
     else:

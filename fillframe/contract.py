@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 MODELS: dict[str, dict[str, Any]] = {
     "flux-fill-pro": {
@@ -58,18 +66,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+MAX_EXPAND = 2048
+
+
+class Expand(_Strict):
+    """Beyond: free expansion, pixels added on each side (as BFL's expand endpoint takes)."""
+
+    left: int = Field(default=0, ge=0, le=MAX_EXPAND)
+    right: int = Field(default=0, ge=0, le=MAX_EXPAND)
+    top: int = Field(default=0, ge=0, le=MAX_EXPAND)
+    bottom: int = Field(default=0, ge=0, le=MAX_EXPAND)
+
+    @model_validator(mode="after")
+    def _grows(self) -> Expand:
+        if not (self.left or self.right or self.top or self.bottom):
+            raise ValueError("expand must add pixels on at least one side (left, right, top or bottom > 0)")
+        return self
+
+
 class FluxFillParams(_Strict):
     image: str = Field(description="Source image: http(s) URL, upload URL or data:image URI.")
     prompt: str | None = Field(default=None, min_length=1, max_length=2000)
     mode: Literal["inpaint", "outpaint"] = "inpaint"
     mask: str | None = Field(default=None, description="White = repaint, black = keep.")
     outpaint: OutpaintPreset = "Zoom out 1.5x"
+    expand: Expand | None = Field(
+        default=None,
+        description=(
+            "Beyond: pixels to add per side (0-2048 each, at least one > 0), instead of an "
+            "`outpaint` preset; only with mode 'outpaint'. Canvas sides become multiples of 16 "
+            "and the canvas stays within the server's output pixel limit."
+        ),
+    )
     steps: int = Field(default=50, ge=1, le=50)
     guidance: float = Field(default=3.0, ge=2, le=5)
     safety_tolerance: int = Field(default=2, ge=1, le=6)
     output_format: Literal["jpg", "png"] = "jpg"
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     prompt_upsampling: bool = False
+
+    @model_serializer(mode="wrap")
+    def _one_canvas_rule(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The stored input shows what shaped the canvas: expand, not the unused default preset.
+        data: dict[str, Any] = handler(self)
+        if self.expand is not None:
+            data.pop("outpaint", None)
+        return data
 
     @field_validator("image", "mask")
     @classmethod
@@ -82,6 +124,10 @@ class FluxFillParams(_Strict):
     def _mode_rules(self) -> FluxFillParams:
         if self.mode == "inpaint" and not self.mask:
             raise ValueError("mask is required when mode is 'inpaint' (white = repaint)")
+        if self.expand is not None and self.mode != "outpaint":
+            raise ValueError("expand needs mode 'outpaint' (it grows the canvas; inpaint keeps it)")
+        if self.expand is not None and "outpaint" in self.model_fields_set:
+            raise ValueError("send either outpaint (a preset) or expand (pixels per side), not both")
         return self
 
 

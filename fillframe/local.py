@@ -50,6 +50,8 @@ def build_request(
     fill: dict[str, Any] = {"image": image, "prompt": prompt, **params}
     if outpaint is not None:
         fill.update(mode="outpaint", outpaint=outpaint)
+    elif params.get("expand"):
+        fill.update(mode="outpaint")  # free expansion instead of a preset
     else:
         fill.update(mode="inpaint", mask=mask)
     body = {"model": "flux-fill-pro", "fluxFillParams": fill}

@@ -118,14 +118,52 @@ class Settings(BaseSettings):
     flux_transformer_file: Path | None = Field(
         default=None, description="Optional single-file transformer; configs come from FLUX_MODEL."
     )
-    flux_device: str = Field(default="auto", description="auto | cuda | cuda:N | cpu")
+    flux_device: str = Field(
+        default="auto", description="auto, cuda, cuda:N or cpu; auto: one GPU per worker (docs/engines.md)."
+    )
     flux_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         default="auto", description="auto: bfloat16 on GPU, float32 on CPU."
     )
-    flux_cpu_offload: bool = Field(default=False, description="Model CPU offload (less GPU memory, slower).")
+    flux_worker_index: int | None = Field(
+        default=None,
+        ge=0,
+        description="With DEVICE=auto on a multi-GPU machine: cuda:(index mod GPUs); unset: cuda:0.",
+    )
+    flux_cpu_offload: bool = Field(default=False, description="Model CPU offload (same as OFFLOAD=model).")
+    flux_offload: Literal["none", "model", "group", "sequential"] = Field(
+        default="none",
+        description="none, model, group (leaf level, streamed) or sequential: less GPU memory, slower.",
+    )
     flux_compile: bool = Field(default=False, description="torch.compile the transformer.")
     flux_fp8: bool = Field(
-        default=False, description="FP8 weights through torchao (needs an FP8-capable GPU)."
+        default=False, description="FP8 weights through torchao, quantized at load (needs bfloat16)."
+    )
+    flux_max_pixels: int = Field(
+        default=1024 * 1024,
+        ge=256,
+        description="The model sees at most this many pixels; larger canvases are filled crop by crop.",
+    )
+    crop_context: float = Field(
+        default=0.5,
+        ge=0,
+        le=4,
+        description="Context around each hole's box, as a share of its side (flux, bfl).",
+    )
+    crop_min_context: int = Field(
+        default=256, ge=0, description="At least this many pixels of context each side (flux, bfl)."
+    )
+    flux_cache_threshold: float = Field(
+        default=0.0, ge=0, le=1, description="First-block cache threshold (0 = off; 0.05-0.12 typical)."
+    )
+    flux_max_batch: int = Field(
+        default=1, ge=1, le=16, description="Jobs of one canvas size run in one pipeline call (fill_batch)."
+    )
+    flux_vae_tiling: bool = Field(
+        default=False, description="Decode large canvases tile by tile (less memory)."
+    )
+    flux_warmup_sizes: list[str] = Field(
+        default_factory=list,
+        description='Canvas sizes run once at load, e.g. ["1024x1024"] (pays compile before the first job).',
     )
     flux_guidance_factor: float = Field(
         default=10.0, gt=0, description="Pipeline guidance = clamp(factor x API guidance, 1.5, 100)."
@@ -142,6 +180,14 @@ class Settings(BaseSettings):
     bfl_poll_seconds: float = Field(default=1.0, gt=0, description="Interval between upstream polls.")
     bfl_timeout_seconds: float = Field(
         default=600.0, gt=0, description="Give up on an upstream job after this."
+    )
+    bfl_max_pixels: int = Field(
+        default=4 * 1024 * 1024,
+        ge=256,
+        description="Canvases over this are sent crop by crop (each crop scaled within it).",
+    )
+    bfl_max_active_tasks: int = Field(
+        default=24, ge=1, description="Upstream tasks in flight per key in one process (BFL's default cap)."
     )
 
     @field_validator("admin_token")

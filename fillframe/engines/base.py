@@ -20,6 +20,11 @@ ProgressFn = Callable[[int], None]
 CancelledFn = Callable[[], bool]
 
 
+def slice_progress(progress: ProgressFn, index: int, count: int) -> ProgressFn:
+    """Progress of part `index` of `count` equal parts (crops of one job), as the job's share."""
+    return lambda percent: progress((index * 100 + percent) // count)
+
+
 @dataclass(frozen=True)
 class FillJob:
     """One fill request as an engine sees it.

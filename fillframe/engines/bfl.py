@@ -7,26 +7,42 @@ that URL answers `{status, result, progress, details}` until the status is final
 carries `result.sample`, a URL that expires about ten minutes later, so it is downloaded at
 once and the worker stores (re-hosts) the pixels like any engine's output.
 
-Retries: a 429 is retried after its `Retry-After`; a submit that got a 5xx or no answer is
-never re-posted, because the first one may have been accepted and billed. Polls are plain
-GETs and are retried on 5xx, 429 and network errors until the engine's deadline.
+Sizes: a canvas over FILLFRAME_BFL_MAX_PIXELS is sent crop by crop (`imaging/crops.py`, as
+the flux engine does): each hole's box plus context, scaled within the cap, one upstream task
+per crop, pasted back inside the mask.
+
+Retries: a submit answered 429 (too many active tasks) or 503 (busy) was not accepted, so it is
+retried with exponential backoff (BFL sends no `Retry-After`; one is honoured if it comes). A
+submit that got another 5xx or no answer is never re-posted, because the first one may have
+been accepted and billed. Polls are plain GETs and are retried on 5xx, 429 and network errors
+until the engine's deadline. The result download is retried while its URL is valid. At most
+FILLFRAME_BFL_MAX_ACTIVE_TASKS tasks per key are in flight from one process (BFL's default
+account cap is 24); more wait for a slot.
+
+The key goes only to hosts of the base URL's registrable domain, read with the public-suffix
+list (api.us1.bfl.ai and api.bfl.ai share bfl.ai; a.github.io and b.github.io share nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email.utils
+import hashlib
 import io
+import ipaddress
+import threading
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
+from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn, slice_progress
 from fillframe.errors import (
     Cancelled,
     ContentModerated,
@@ -35,6 +51,7 @@ from fillframe.errors import (
     RequestModerated,
     TimedOut,
 )
+from fillframe.imaging.crops import Crop, crop_inputs, fits, paste, plan_crops
 from fillframe.imaging.decode import decode_image
 from fillframe.imaging.fetch import check_url, fetch_url
 
@@ -52,6 +69,12 @@ PENDING = frozenset({"Pending", "Queued", "Processing", "Reasoning", "Generating
 NOT_FOUND_TOLERANCE = 3
 DEFAULT_RETRY_AFTER = 5.0
 CONNECT_RETRIES = 2
+# Submits answered 429/503: 2, 4, 8, ... seconds, at most a minute apart, until the deadline.
+BACKOFF_BASE, BACKOFF_MAX = 2.0, 60.0
+BUSY = frozenset({429, 503})
+# The result URL is valid about 10 minutes; downloads are retried inside that window.
+SAMPLE_VALIDITY_SECONDS = 600.0
+DOWNLOAD_ATTEMPTS = 4
 EXPIRY_HINT = "Black Forest Labs' result URLs expire about 10 minutes after the result is ready"
 # Progress shares: submit, upstream generation, download.
 SUBMITTED_PCT, POLL_SPAN_PCT, DOWNLOADED_PCT = 5, 85, 95
@@ -116,18 +139,65 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def same_site(url: str, base_url: str) -> bool:
-    """Whether `url` is on the base URL's host or its parent domain (api.us1.bfl.ai ~ api.bfl.ai).
+@cache
+def _suffix_list() -> Any:
+    from publicsuffixlist import PublicSuffixList
 
-    The key is sent only there: a polling URL elsewhere would hand the operator's key away.
+    return PublicSuffixList()  # the package's bundled snapshot: read once, never fetched
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def registrable_domain(host: str) -> str | None:
+    """The public-suffix list's registrable domain of `host` (api.eu.bfl.ai -> bfl.ai), or None
+    for an IP address, a bare name or a public suffix itself."""
+    host = host.lower().rstrip(".")
+    if _is_ip(host):
+        return None
+    domain = _suffix_list().privatesuffix(host)
+    return str(domain) if domain else None
+
+
+def same_site(url: str, base_url: str) -> bool:
+    """Whether `url` may be sent the key: the base URL's host, or a host of its registrable domain.
+
+    Without a registrable domain (an IP address, `localhost`) only the very same host qualifies.
     """
-    host, base = httpx.URL(url).host, httpx.URL(base_url).host
+    host, base = httpx.URL(url).host.lower(), httpx.URL(base_url).host.lower()
     if host == base:
         return True
-    labels = base.split(".")
-    if len(labels) < 2 or base.replace(".", "").isdigit():
-        return False
-    return host.endswith("." + ".".join(labels[-2:]))
+    domain = registrable_domain(base)
+    return domain is not None and registrable_domain(host) == domain
+
+
+def backoff_seconds(attempt: int, retry_after: float | None) -> float:
+    """Wait before retry `attempt` (1, 2, ...) of a busy submit: its Retry-After, else 2^n s."""
+    if retry_after is not None:
+        return retry_after
+    return min(BACKOFF_MAX, BACKOFF_BASE**attempt)
+
+
+_SLOTS: dict[str, threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def task_slots(key: str, limit: int) -> threading.BoundedSemaphore:
+    """The process-wide cap of in-flight upstream tasks for one key (by the key's hash)."""
+    name = hashlib.sha256(key.encode()).hexdigest() + f":{limit}"
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(name, threading.BoundedSemaphore(limit))
+
+
+def usage_notes(body: dict[str, Any]) -> dict[str, Any]:
+    """BFL's `cost` (credits) and `input_mp` / `output_mp` (megapixels) from a submit answer."""
+    names = {"cost": "cost", "input_mp": "inputMp", "output_mp": "outputMp"}
+    return {ours: body[theirs] for theirs, ours in names.items() if isinstance(body.get(theirs), int | float)}
 
 
 def upstream_detail(body: dict[str, Any]) -> str:
@@ -164,6 +234,7 @@ def _http_detail(response: httpx.Response) -> str:
 class Submitted:
     id: str
     polling_url: str
+    usage: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class BflEngine(Engine):
@@ -202,35 +273,88 @@ class BflEngine(Engine):
         """rgb: HxWx3 uint8 RGB canvas; mask: HxW uint8, 255 = fill. Returns the same size."""
         if job.mask.shape != job.rgb.shape[:2]:
             raise InvalidInput(f"The mask is {job.mask.shape[::-1]} but the image is {job.rgb.shape[1::-1]}.")
-        payload = build_payload(job, self.settings.bfl_guidance_factor)
+        rgb = np.ascontiguousarray(job.rgb[:, :, :3])
+        fill = job.mask >= 128
+        steps = upstream_steps(job.steps)
         notes: dict[str, Any] = {
-            "pipelineGuidance": payload["guidance"],
+            "pipelineGuidance": upstream_guidance(job.guidance, self.settings.bfl_guidance_factor),
             "guidanceFactor": self.settings.bfl_guidance_factor,
-            "stepsUsed": payload["steps"],
-            "stepsRaised": payload["steps"] > job.steps,
+            "stepsUsed": steps,
+            "stepsRaised": steps > job.steps,
         }
         deadline = self.clock.monotonic() + self.settings.bfl_timeout_seconds
         if cancelled():
             raise Cancelled()
+        height, width = fill.shape
+        s = self.settings
+        crops: list[Crop] = []
+        if fill.any() and not fits(width, height, s.bfl_max_pixels):
+            crops = plan_crops(fill, s.bfl_max_pixels, s.crop_context, s.crop_min_context)
+            notes["maxPixels"] = s.bfl_max_pixels
+            notes["crops"] = [crop.note() for crop in crops]
         with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False) as client:
-            task = self._submit(client, payload, cancelled, deadline)
-            notes["upstreamId"] = task.id
-            progress(SUBMITTED_PCT)
-            result = self._poll(client, task, progress, cancelled, deadline)
-        sample = result.get("sample") if isinstance(result, dict) else None
-        if not isinstance(sample, str) or not sample:
-            raise EngineFailed("Black Forest Labs reported the image ready but sent no result URL.")
-        generated = self._download(sample)
-        progress(DOWNLOADED_PCT)
-        height, width = job.mask.shape
+            if not crops:
+                generated, facts = self._generate(client, job, progress, cancelled, deadline)
+                notes.update(upstreamId=facts.pop("id"), **facts)
+                return FillOutput(self._whole(rgb, fill, generated, notes), notes)
+            out = rgb.copy()
+            upstream = []
+            for index, crop in enumerate(crops):
+                rgb_c, fill_c = crop_inputs(rgb, fill, crop)
+                part = dataclasses.replace(job, rgb=rgb_c, mask=np.where(fill_c, 255, 0).astype(np.uint8))
+                share = slice_progress(progress, index, len(crops))
+                generated, facts = self._generate(client, part, share, cancelled, deadline)
+                paste(out, fill, crop, generated)
+                upstream.append(facts)
+        notes["upstream"] = upstream
+        costs = [f["cost"] for f in upstream if "cost" in f]
+        if len(costs) == len(upstream):
+            notes["cost"] = sum(costs)
+        return FillOutput(out, notes)
+
+    def _whole(
+        self, rgb: np.ndarray, fill: np.ndarray, generated: np.ndarray, notes: dict[str, Any]
+    ) -> np.ndarray:
+        """The upstream's image for the whole canvas, resized back if BFL changed the size."""
+        height, width = fill.shape
         if generated.shape[:2] != (height, width):
             notes["upstreamSize"] = [int(generated.shape[1]), int(generated.shape[0])]
             resized = Image.fromarray(generated).resize((width, height), Image.Resampling.LANCZOS)
             generated = np.asarray(resized)
         # BFL re-encodes the whole image (JPEG by default): put the kept pixels back exactly.
-        fill = job.mask >= 128
-        out = np.where(fill[:, :, None], generated, job.rgb[:, :, :3])
-        return FillOutput(np.ascontiguousarray(out, dtype=np.uint8), notes)
+        return np.ascontiguousarray(np.where(fill[:, :, None], generated, rgb), dtype=np.uint8)
+
+    def _generate(
+        self,
+        client: httpx.Client,
+        job: FillJob,
+        progress: ProgressFn,
+        cancelled: CancelledFn,
+        deadline: float,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """One upstream task for `job`'s canvas: (the image as BFL sent it, the task's facts)."""
+        payload = build_payload(job, self.settings.bfl_guidance_factor)
+        slots = task_slots(self._key(), self.settings.bfl_max_active_tasks)
+        self._take(slots, cancelled, deadline)
+        try:
+            task = self._submit(client, payload, cancelled, deadline)
+            progress(SUBMITTED_PCT)
+            result = self._poll(client, task, progress, cancelled, deadline)
+        finally:
+            slots.release()  # the task is final (or abandoned): it no longer counts upstream
+        sample = result.get("sample") if isinstance(result, dict) else None
+        if not isinstance(sample, str) or not sample:
+            raise EngineFailed("Black Forest Labs reported the image ready but sent no result URL.")
+        generated = self._download(sample, cancelled, deadline)
+        progress(DOWNLOADED_PCT)
+        return generated, {"id": task.id, **task.usage}
+
+    def _take(self, slots: threading.BoundedSemaphore, cancelled: CancelledFn, deadline: float) -> None:
+        """Wait for a free upstream task slot, noticing a cancel or the deadline."""
+        while not slots.acquire(timeout=0.2):
+            if cancelled():
+                raise Cancelled()
+            self._check_deadline(deadline, "take the job (all task slots of the key were busy)")
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -254,6 +378,7 @@ class BflEngine(Engine):
     ) -> Submitted:
         url = self.base_url + FILL_PATH
         connect_failures = 0
+        busy = 0
         while True:
             self._check_deadline(deadline, "accept the request")
             try:
@@ -273,9 +398,11 @@ class BflEngine(Engine):
                     "it was not re-sent because the first may have been accepted and billed."
                 ) from None
             status = response.status_code
-            if status == 429:
-                wait = retry_after_seconds(response.headers.get("retry-after"))
-                self._wait(DEFAULT_RETRY_AFTER if wait is None else wait, cancelled, deadline)
+            if status in BUSY:
+                # Refused before it was accepted (too many active tasks, or busy): nothing billed.
+                busy += 1
+                after = retry_after_seconds(response.headers.get("retry-after"))
+                self._wait(backoff_seconds(busy, after), cancelled, deadline)
                 continue
             if status >= 500:
                 raise EngineFailed(
@@ -296,7 +423,7 @@ class BflEngine(Engine):
                 )
             try:
                 body = response.json()
-                return Submitted(id=str(body["id"]), polling_url=str(body["polling_url"]))
+                return Submitted(str(body["id"]), str(body["polling_url"]), usage_notes(body))
             except (ValueError, KeyError, TypeError):
                 raise EngineFailed(
                     "Black Forest Labs answered the submit without an id and polling_url."
@@ -379,21 +506,34 @@ class BflEngine(Engine):
             if isinstance(share, int | float) and 0 <= share <= 1:
                 progress(SUBMITTED_PCT + int(POLL_SPAN_PCT * share))
 
-    def _download(self, sample_url: str) -> np.ndarray:
-        """Fetch `result.sample` through the SSRF guard and decode it to HxWx3 uint8 RGB."""
+    def _download(self, sample_url: str, cancelled: CancelledFn, deadline: float) -> np.ndarray:
+        """Fetch `result.sample` through the SSRF guard and decode it to HxWx3 uint8 RGB.
+
+        Retried (1, 2, 4 s apart) while the URL is valid: a failed download would otherwise
+        throw away a generation that was made and billed.
+        """
         s = self.settings
-        try:
-            data = asyncio.run(
-                fetch_url(
-                    sample_url,
-                    allow_private=s.allow_private_urls,
-                    max_bytes=s.max_image_bytes,
-                    timeout=s.fetch_timeout_seconds,
-                    max_redirects=s.max_redirects,
-                    what="the Black Forest Labs result",
+        valid_until = min(deadline, self.clock.monotonic() + SAMPLE_VALIDITY_SECONDS)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                data = asyncio.run(
+                    fetch_url(
+                        sample_url,
+                        allow_private=s.allow_private_urls,
+                        max_bytes=s.max_image_bytes,
+                        timeout=s.fetch_timeout_seconds,
+                        max_redirects=s.max_redirects,
+                        what="the Black Forest Labs result",
+                    )
                 )
-            )
-            return decode_image(data, max_pixels=s.max_pixels, what="Black Forest Labs result")
-        except InvalidInput as exc:
-            # Not the user's input at fault: the upstream's result could not be had.
-            raise EngineFailed(f"{exc.message.rstrip('.')} ({EXPIRY_HINT}).") from None
+                return decode_image(data, max_pixels=s.max_pixels, what="Black Forest Labs result")
+            except InvalidInput as exc:
+                wait = 2.0 ** (attempt - 1)
+                if attempt >= DOWNLOAD_ATTEMPTS or self.clock.monotonic() + wait >= valid_until:
+                    # Not the user's input at fault: the upstream's result could not be had.
+                    raise EngineFailed(
+                        f"{exc.message.rstrip('.')} after {attempt} attempt(s) ({EXPIRY_HINT})."
+                    ) from None
+                self._wait(wait, cancelled, valid_until)

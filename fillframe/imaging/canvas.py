@@ -15,12 +15,23 @@ Rules (`plan_outpaint`):
   never scaled up, and at scale 1 its pixels are placed unchanged.
 - Make square on a square image whose side is already a multiple of 16 adds nothing: the plan
   is valid and its mask is empty; engines return such a canvas as it is.
+
+Free expansion (`plan_expand`, the request's `expand: {left, right, top, bottom}` in pixels):
+- Each axis is the image plus the two requested strips, rounded to the nearest multiple of 16
+  by the same rule as the presets (holding the image, strictly larger when that axis grows;
+  an axis with nothing requested only rounds up to 16).
+- The rounding's slack (at most 8 pixels either way, or the round-up of an axis that does not
+  grow) is shared between the two sides in proportion to what each asked for, so a side that
+  asked for 0 stays flush with the canvas edge; with neither side asking, the image is centred.
+- Over `max_pixels`, the image and the strips are scaled down together, as for the presets.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -98,20 +109,85 @@ def plan_outpaint(width: int, height: int, preset: str, max_pixels: int) -> Canv
     """
     if preset not in PRESETS:
         raise ValueError(f"Unknown outpaint preset {preset!r}; use one of: {', '.join(PRESETS)}.")
+    return _fit(width, height, max_pixels, lambda scale: _layout(width, height, preset, scale))
+
+
+def _fit(width: int, height: int, max_pixels: int, layout: Callable[[float], CanvasPlan]) -> CanvasPlan:
+    """The layout at full size when it fits `max_pixels`, else at the largest scale that does."""
     if width < 1 or height < 1:
         raise ValueError(f"The image size {width}x{height} is not valid.")
     if max_pixels < MIN_MAX_PIXELS:
         raise ValueError(f"max_pixels must be at least {MIN_MAX_PIXELS}, not {max_pixels}.")
-    # Full size when it fits; else shrink by the area ratio and retry, since rounding to 16
-    # can still overshoot. Each try shrinks by at least 2%, and at the tiniest scale the
-    # canvas is one 16x16 patch, so this ends (a few dozen cheap tries at worst).
+    # Shrink by the area ratio and retry, since rounding to 16 can still overshoot. Each try
+    # shrinks by at least 2%, and at the tiniest scale the canvas is one 16x16 patch (strips
+    # scale to nothing with the image), so this ends (a few dozen cheap tries at worst).
     scale = 1.0
     while True:
-        plan = _layout(width, height, preset, scale)
+        plan = layout(scale)
         area = plan.width * plan.height
         if area <= max_pixels:
             return plan
         scale *= min(0.98, math.sqrt(max_pixels / area))
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Pixels to add on each side of the image (before any scaling to the pixel budget)."""
+
+    left: int = 0
+    right: int = 0
+    top: int = 0
+    bottom: int = 0
+
+    @classmethod
+    def of(cls, sides: Mapping[str, Any]) -> Expansion:
+        return cls(*(int(sides.get(name) or 0) for name in ("left", "right", "top", "bottom")))
+
+
+def _offset(canvas_side: int, image_side: int, before: float, after: float) -> int:
+    """Where the image starts on an axis: the slack split in proportion to the two strips."""
+    room = canvas_side - image_side
+    if before + after <= 0:
+        return room // 2
+    slack = canvas_side - (image_side + before + after)
+    return min(room, max(0, round(before + slack * before / (before + after))))
+
+
+def _expand_layout(width: int, height: int, sides: Expansion, scale: float) -> CanvasPlan:
+    iw, ih = max(1, round(width * scale)), max(1, round(height * scale))
+    left, right, top, bottom = (scale * v for v in (sides.left, sides.right, sides.top, sides.bottom))
+    grow_x, grow_y = sides.left + sides.right > 0, sides.top + sides.bottom > 0
+    cw = _canvas_side(iw + left + right, iw, grow_x) if grow_x else _ceil16(iw)
+    ch = _canvas_side(ih + top + bottom, ih, grow_y) if grow_y else _ceil16(ih)
+    return CanvasPlan(cw, ch, _offset(cw, iw, left, right), _offset(ch, ih, top, bottom), iw, ih)
+
+
+def plan_expand(width: int, height: int, sides: Expansion, max_pixels: int) -> CanvasPlan:
+    """The canvas for growing a `width`x`height` image by `sides` (rules: module doc).
+
+    Raises ValueError for negative sides, a non-positive size, or `max_pixels` < 256.
+    """
+    if min(sides.left, sides.right, sides.top, sides.bottom) < 0:
+        raise ValueError(f"Expansion sides must be >= 0, not {sides}.")
+    return _fit(width, height, max_pixels, lambda scale: _expand_layout(width, height, sides, scale))
+
+
+OutpaintSpec = str | Expansion
+
+
+def outpaint_spec(params: Mapping[str, Any]) -> OutpaintSpec:
+    """What a request's fluxFillParams ask the canvas to be: its `expand`, else its preset."""
+    expand = params.get("expand")
+    if expand:
+        return Expansion.of(expand)
+    return str(params.get("outpaint") or DEFAULT_PRESET)
+
+
+def plan_canvas(width: int, height: int, spec: OutpaintSpec, max_pixels: int) -> CanvasPlan:
+    """`plan_expand` for an Expansion, `plan_outpaint` for a preset name."""
+    if isinstance(spec, Expansion):
+        return plan_expand(width, height, spec, max_pixels)
+    return plan_outpaint(width, height, spec, max_pixels)
 
 
 def build_canvas(rgb: np.ndarray, plan: CanvasPlan) -> tuple[np.ndarray, np.ndarray]:
@@ -142,9 +218,9 @@ def build_canvas(rgb: np.ndarray, plan: CanvasPlan) -> tuple[np.ndarray, np.ndar
 
 
 def outpaint_canvas(
-    rgb: np.ndarray, preset: str, max_pixels: int
+    rgb: np.ndarray, spec: OutpaintSpec, max_pixels: int
 ) -> tuple[np.ndarray, np.ndarray, CanvasPlan]:
-    """`plan_outpaint` + `build_canvas` for an HxWx3 uint8 RGB image: (canvas, mask, plan)."""
-    plan = plan_outpaint(rgb.shape[1], rgb.shape[0], preset, max_pixels)
+    """`plan_canvas` + `build_canvas` for an HxWx3 uint8 RGB image: (canvas, mask, plan)."""
+    plan = plan_canvas(rgb.shape[1], rgb.shape[0], spec, max_pixels)
     canvas, mask = build_canvas(rgb, plan)
     return canvas, mask, plan

@@ -26,7 +26,7 @@ from fillframe import logs, metrics, uploads
 from fillframe.db import Database
 from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
 from fillframe.errors import Cancelled, FillError, TimedOut
-from fillframe.imaging.canvas import build_canvas, plan_outpaint
+from fillframe.imaging.canvas import OutpaintSpec, build_canvas, outpaint_spec, plan_canvas
 from fillframe.imaging.decode import decode_image, decode_mask
 from fillframe.imaging.encode import encode_image
 from fillframe.imaging.fetch import load_source
@@ -111,8 +111,7 @@ def fill_job(sources: Sources, settings: Settings) -> FillJob:
     """Decode the inputs into the canvas and mask an engine fills (blocking)."""
     request = sources.row["request"]
     params = request["fluxFillParams"]
-    preset = params.get("outpaint", "Zoom out 1.5x")
-    canvas, mask = decode_inputs(sources.image, sources.mask, preset, settings)
+    canvas, mask = decode_inputs(sources.image, sources.mask, outpaint_spec(params), settings)
     return FillJob(
         rgb=canvas,
         mask=mask,
@@ -133,14 +132,14 @@ async def prepare(row: dict[str, Any], settings: Settings, load: SourceLoader | 
 
 
 def decode_inputs(
-    image_bytes: bytes, mask_bytes: bytes | None, preset: str, settings: Settings
+    image_bytes: bytes, mask_bytes: bytes | None, outpaint: OutpaintSpec, settings: Settings
 ) -> tuple[np.ndarray, np.ndarray]:
     """The canvas and mask from the fetched bytes: the image and its mask (inpaint), or the
-    image placed on the preset's canvas with the new area as the mask (no mask bytes)."""
+    image placed on the preset's (or expand's) canvas with the new area as the mask (no mask bytes)."""
     rgb = decode_image(image_bytes, max_pixels=settings.max_pixels)
     if mask_bytes is None:
         height, width = rgb.shape[:2]
-        return build_canvas(rgb, plan_outpaint(width, height, preset, settings.max_output_pixels))
+        return build_canvas(rgb, plan_canvas(width, height, outpaint, settings.max_output_pixels))
     mask = decode_mask(mask_bytes, max_pixels=settings.max_pixels)
     check_same_size(rgb, mask)
     return rgb, mask

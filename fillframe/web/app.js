@@ -3,7 +3,7 @@
 
 import { Api, ApiError, loadKey, pollJob, storeKey } from "./api.js";
 import { MaskEditor } from "./mask.js";
-import { PRESETS, drawPlan, planOutpaint } from "./outpaint.js";
+import { MAX_EXPAND, PRESETS, SIDES, drawPlan, planFor } from "./outpaint.js";
 
 const $ = (id) => document.getElementById(id);
 const SERVER_FORMATS = new Set(["image/jpeg", "image/png", "image/webp"]);
@@ -18,7 +18,7 @@ const state = {
   api: new Api(loadKey()),
   input: null, // {blob, name, bitmap, width, height, objectUrl, uploads: Map(key -> url)}
   mode: "inpaint",
-  preset: PRESETS[0],
+  preset: PRESETS[0], // or CUSTOM: the four expand inputs
   running: null, // {id, cancelled}
   result: null, // {job, beforeUrl}
   historyCursor: null,
@@ -219,7 +219,7 @@ function renderStage() {
   }
   const { width, height, name } = state.input;
   if (outpaint) {
-    const plan = planOutpaint(width, height, state.preset);
+    const plan = planFor(width, height, outpaintSpec());
     drawPlan($("preview-canvas"), state.input.bitmap, plan);
     const scaled = plan.scale < 1 ? ` (scaled to ${plan.imageWidth}×${plan.imageHeight} to fit)` : "";
     $("image-info").textContent = `${name} · ${width}×${height} → ${plan.width}×${plan.height}${scaled}`;
@@ -233,9 +233,24 @@ function updateMaskButtons() {
   $("redo").disabled = !mask.canRedo;
 }
 
+/** The chip that switches from presets to free expansion (the request's `expand`). */
+const CUSTOM = "Custom";
+
+/** What shapes the outpaint canvas: the chosen preset's name, or the expand inputs' {left, ...}. */
+function outpaintSpec() {
+  if (state.preset !== CUSTOM) return state.preset;
+  const sides = {};
+  for (const side of SIDES) {
+    const value = Math.round(Number($(`expand-${side}`).value) || 0);
+    sides[side] = Math.max(0, Math.min(MAX_EXPAND, value));
+  }
+  return sides;
+}
+
 function renderPresets() {
   const box = $("presets");
-  for (const preset of PRESETS) {
+  for (const side of SIDES) $(`expand-${side}`).addEventListener("input", renderStage);
+  for (const preset of [...PRESETS, CUSTOM]) {
     const button = el("button", { type: "button", class: "chip", textContent: preset });
     button.dataset.preset = preset;
     button.setAttribute("role", "radio");
@@ -251,6 +266,7 @@ function renderPresets() {
 
 function syncPresets() {
   for (const b of $("presets").children) b.setAttribute("aria-checked", String(b.dataset.preset === state.preset));
+  $("expand-tools").hidden = state.preset !== CUSTOM;
 }
 
 // --- filling ---------------------------------------------------------------------------------
@@ -290,9 +306,9 @@ function readParams() {
 }
 
 /** What the "before" side of the comparison shows: the input, placed on the canvas for outpaint. */
-async function beforeImage(bitmap, mode, preset) {
+async function beforeImage(bitmap, mode, spec) {
   if (mode !== "outpaint") return null;
-  const plan = planOutpaint(bitmap.width, bitmap.height, preset);
+  const plan = planFor(bitmap.width, bitmap.height, spec);
   const c = el("canvas");
   drawPlan(c, bitmap, plan, { hatch: true });
   return URL.createObjectURL(await canvasBlob(c));
@@ -309,7 +325,10 @@ async function fill() {
     return showError("Nothing to fill", "Paint over the area to repaint, or switch to Outpaint.");
   }
   const { bitmap, objectUrl } = state.input;
-  const preset = state.preset;
+  const spec = outpaintSpec();
+  if (mode === "outpaint" && typeof spec !== "string" && !SIDES.some((side) => spec[side] > 0)) {
+    return showError("Nothing to add", "Give at least one side more than 0 pixels, or pick a preset.");
+  }
   setBusy(true);
   state.running = { id: null, cancelled: false };
   try {
@@ -319,8 +338,10 @@ async function fill() {
     if (mode === "inpaint") {
       setProgress("Uploading the mask");
       params.mask = await uploadOrInline(await mask.toBlob(), "mask.png");
+    } else if (typeof spec === "string") {
+      params.outpaint = spec;
     } else {
-      params.outpaint = preset;
+      params.expand = spec;
     }
     setProgress("Submitting");
     const submitted = await state.api.submit({ model: "flux-fill-pro", fluxFillParams: params }, randomKey());
@@ -331,7 +352,7 @@ async function fill() {
     });
     if (job.status === "COMPLETED") {
       setProgress("Done", 100);
-      await showResult(job, (await beforeImage(bitmap, mode, preset)) || objectUrl);
+      await showResult(job, (await beforeImage(bitmap, mode, spec)) || objectUrl);
     } else {
       $("progress").hidden = true;
       const title = job.status === "CANCELLED" ? "Cancelled" : "The job failed";
@@ -431,7 +452,7 @@ function historyItem(job) {
     job.status === "COMPLETED" && job.result
       ? el("img", { src: job.result.images[0], alt: "", loading: "lazy" })
       : el("div", { class: "thumb-placeholder", textContent: job.errorCode || job.status.toLowerCase() });
-  const what = params.mode === "outpaint" ? params.outpaint || "outpaint" : "inpaint";
+  const what = params.mode === "outpaint" ? (params.expand ? "expand" : params.outpaint || "outpaint") : "inpaint";
   const card = el(
     "button",
     { type: "button", class: "job-card", title: job.error || job.id },
@@ -456,7 +477,7 @@ async function openHistoryJob(job) {
   try {
     if (params.image && params.image.includes("/v2/uploads/")) {
       const bitmap = await createImageBitmap(await state.api.blob(params.image, { auth: true }));
-      beforeUrl = await beforeImage(bitmap, params.mode || "inpaint", params.outpaint || PRESETS[0]);
+      beforeUrl = await beforeImage(bitmap, params.mode || "inpaint", params.expand || params.outpaint || PRESETS[0]);
       if (!beforeUrl) {
         const c = el("canvas", { width: bitmap.width, height: bitmap.height });
         c.getContext("2d").drawImage(bitmap, 0, 0);

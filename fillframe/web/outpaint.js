@@ -1,5 +1,5 @@
-// Outpaint geometry for the preview: a port of fillframe/imaging/canvas.py (plan_outpaint), so the
-// page shows the canvas the server will build. Keep the two in step.
+// Outpaint geometry for the preview: a port of fillframe/imaging/canvas.py (plan_outpaint and
+// plan_expand), so the page shows the canvas the server will build. Keep the two in step.
 
 export const PRESETS = [
   "Zoom out 1.5x",
@@ -56,16 +56,54 @@ function layout(width, height, preset, scale) {
   return plan(cw, ch, Math.floor((cw - iw) / 2), preset === "Top outpaint" ? ch - ih : 0);
 }
 
-/** The canvas for outpainting a width x height image: {width, height, x, y, imageWidth, imageHeight, scale}. */
-export function planOutpaint(width, height, preset, maxPixels = MAX_OUTPUT_PIXELS) {
-  if (!PRESETS.includes(preset)) throw new Error(`Unknown outpaint preset ${preset}`);
+// Free expansion (fluxFillParams.expand): pixels per side, 0-2048 each.
+export const SIDES = ["left", "top", "right", "bottom"];
+export const MAX_EXPAND = 2048;
+
+/** Where the image starts on an axis: the rounding's slack split in proportion to the strips. */
+function offset(canvasSide, imageSide, before, after) {
+  const room = canvasSide - imageSide;
+  if (before + after <= 0) return Math.floor(room / 2);
+  const slack = canvasSide - (imageSide + before + after);
+  return Math.min(room, Math.max(0, roundHalfEven(before + (slack * before) / (before + after))));
+}
+
+function expandLayout(width, height, sides, scale) {
+  const iw = Math.max(1, roundHalfEven(width * scale));
+  const ih = Math.max(1, roundHalfEven(height * scale));
+  const [left, right, top, bottom] = [sides.left, sides.right, sides.top, sides.bottom].map((v) => scale * (v || 0));
+  const growX = (sides.left || 0) + (sides.right || 0) > 0;
+  const growY = (sides.top || 0) + (sides.bottom || 0) > 0;
+  const cw = growX ? canvasSide(iw + left + right, iw, true) : ceil16(iw);
+  const ch = growY ? canvasSide(ih + top + bottom, ih, true) : ceil16(ih);
+  return { width: cw, height: ch, x: offset(cw, iw, left, right), y: offset(ch, ih, top, bottom),
+           imageWidth: iw, imageHeight: ih, scale };
+}
+
+function fit(maxPixels, layoutAt) {
   let scale = 1.0;
   for (;;) {
-    const p = layout(width, height, preset, scale);
+    const p = layoutAt(scale);
     const area = p.width * p.height;
     if (area <= maxPixels) return p;
     scale *= Math.min(0.98, Math.sqrt(maxPixels / area));
   }
+}
+
+/** The canvas for outpainting a width x height image: {width, height, x, y, imageWidth, imageHeight, scale}. */
+export function planOutpaint(width, height, preset, maxPixels = MAX_OUTPUT_PIXELS) {
+  if (!PRESETS.includes(preset)) throw new Error(`Unknown outpaint preset ${preset}`);
+  return fit(maxPixels, (scale) => layout(width, height, preset, scale));
+}
+
+/** The canvas for growing a width x height image by `sides` ({left, right, top, bottom} pixels). */
+export function planExpand(width, height, sides, maxPixels = MAX_OUTPUT_PIXELS) {
+  return fit(maxPixels, (scale) => expandLayout(width, height, sides, scale));
+}
+
+/** `spec` is a preset name or an expand object, as the request's outpaint or expand. */
+export function planFor(width, height, spec, maxPixels = MAX_OUTPUT_PIXELS) {
+  return typeof spec === "string" ? planOutpaint(width, height, spec, maxPixels) : planExpand(width, height, spec, maxPixels);
 }
 
 /**

@@ -98,9 +98,8 @@ def test_missing_file_and_usage_errors(local_env: dict[str, str], inputs: Inputs
     assert no_mask.returncode == 2 and "Invalid value for '--mask'" in no_mask.stderr
     both = run(local_env, "edit", str(inputs.image), "--mask", str(inputs.mask_path),
                "--outpaint", "Make square", "--prompt", "x")  # fmt: skip
-    assert (
-        both.returncode == 2 and "Give exactly one of --mask (inpaint) and --outpaint PRESET." in both.stderr
-    )
+    assert both.returncode == 2
+    assert "Give exactly one of --mask (inpaint), --outpaint PRESET and --expand SIDE=PX." in both.stderr
     clash = run(local_env, "edit", str(inputs.image), "--outpaint", "Make square", "--prompt", "x",
                 "-o", "a.png", "--format", "jpg")  # fmt: skip
     assert clash.returncode == 2 and "--format jpg contradicts the output file name a.png" in clash.stderr

@@ -21,7 +21,9 @@ from PIL import Image
 from fillframe.engines.base import FillJob, engine_class
 from fillframe.engines.bfl import (
     BflEngine,
+    backoff_seconds,
     build_payload,
+    registrable_domain,
     retry_after_seconds,
     same_site,
     upstream_guidance,
@@ -122,6 +124,12 @@ def test_key_goes_only_to_the_base_site() -> None:
     assert not same_site("https://evil.example/v1/get_result", "https://api.bfl.ai")
     assert not same_site("https://bfl.ai.evil.example/x", "https://api.bfl.ai")
     assert not same_site("http://127.0.0.2/x", "http://127.0.0.1:9")
+    # The public-suffix list, not the last two labels: github.io and co.uk are public suffixes.
+    assert not same_site("https://evil.github.io/x", "https://bfl.github.io")
+    assert same_site("https://api.eu.bfl.co.uk/x", "https://api.bfl.co.uk")
+    assert not same_site("https://other.co.uk/x", "https://api.bfl.co.uk")
+    assert not same_site("http://api.localhost/x", "http://localhost:1")  # no domain: same host only
+    assert registrable_domain("API.US1.BFL.AI.") == "bfl.ai" and registrable_domain("127.0.0.1") is None
 
 
 def test_payload_is_base64_png_of_canvas_and_mask(canvas: tuple[np.ndarray, np.ndarray]) -> None:
@@ -149,7 +157,8 @@ def test_fake_validates_like_bfl(fake: FakeBfl, canvas: tuple[np.ndarray, np.nda
             assert response.status_code == 422, bad
             assert response.json()["detail"][0]["loc"][0] == "body"
         ok = client.post(url, json=body, headers=key)
-        assert ok.status_code == 200 and set(ok.json()) == {"id", "polling_url"}
+        assert ok.status_code == 200
+        assert set(ok.json()) == {"id", "polling_url", "cost", "input_mp", "output_mp"}
         poll = client.get(ok.json()["polling_url"], headers=key).json()
         assert poll["status"] == "Pending" and poll["id"] == ok.json()["id"]
         assert client.get(ok.json()["polling_url"]).status_code == 403
@@ -183,6 +192,8 @@ def test_ready_result_is_downloaded_and_kept_pixels_restored(
     assert clock.sleeps == [0.5] * 3  # the poll interval before each poll
     assert seen == sorted(seen) and seen[0] == 5 and seen[-1] == 95
     assert out.notes["upstreamId"] == fake.accepted[0]["id"]
+    megapixels = round(96 * 64 / 1e6, 4)
+    assert (out.notes["cost"], out.notes["inputMp"], out.notes["outputMp"]) == (5.0, megapixels, megapixels)
 
 
 def test_parameters_pass_through(
@@ -423,3 +434,88 @@ def test_live_service_with_bfl_engine(tmp_path: Path) -> None:
     finally:
         server.stop()
         fake.close()
+
+
+# --- busy upstream, task cap, other hosts, download retries, crops --------------------------
+
+
+def test_busy_submits_back_off_exponentially_without_retry_after(
+    engine: BflEngine, fake: FakeBfl, clock: FakeClock, canvas: tuple[np.ndarray, np.ndarray]
+) -> None:
+    assert [backoff_seconds(n, None) for n in (1, 2, 3, 6, 9)] == [2.0, 4.0, 8.0, 60.0, 60.0]
+    assert backoff_seconds(5, 1.5) == 1.5
+    fake.submit_script.extend([rate_limited(None), server_error(503), rate_limited(None)])
+    out, _ = run(engine, job(canvas))
+    assert fake.submit_attempts == 4 and len(fake.accepted) == 1
+    assert sum(clock.sleeps[:-3]) == 2.0 + 4.0 + 8.0 and clock.sleeps[-3:] == [0.5] * 3
+    assert out.rgb.shape == canvas[0].shape
+
+
+def test_active_tasks_per_key_are_capped(fake: FakeBfl, clock: FakeClock) -> None:
+    import threading
+
+    fake.active_limit = 2  # more at once would be answered 429
+    fake.pending_polls = 3
+    engine = make_engine(fake, clock, bfl_max_active_tasks=2)
+    canvas = (photo("coffee", (48, 32)), box_mask(32, 48, 0.2))
+    results: list[Any] = []
+
+    def one(seed: int) -> None:
+        results.append(engine.fill(job(canvas, seed=seed), lambda _p: None, lambda: False))
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 5 and fake.submit_attempts == 5  # no submit met a 429
+    assert fake.most_active <= 2
+
+
+def test_polls_on_a_regional_host_and_delivery_from_another_host(
+    fake: FakeBfl, clock: FakeClock, canvas: tuple[np.ndarray, np.ndarray]
+) -> None:
+    fake.delivery_host = "127.0.0.3"  # no key needed there: the URL is signed
+    engine = make_engine(fake, clock)
+    out, _ = run(engine, job(canvas, output_format="png"))
+    assert fake.downloads == 1 and out.rgb.shape == canvas[0].shape
+    # A polling host outside the base's registrable domain (here: another address) is not
+    # sent the key; a regional host of the same domain is (same_site above).
+    fake.poll_host = "127.0.0.2"
+    with pytest.raises(EngineFailed, match=r"outside 127\.0\.0\.1; the key is not sent there"):
+        run(engine, job(canvas))
+    assert len(fake.poll_keys) == fake.pending_polls + 1  # only the first job's polls
+
+
+def test_result_download_is_retried_within_its_validity(
+    engine: BflEngine, fake: FakeBfl, clock: FakeClock, canvas: tuple[np.ndarray, np.ndarray]
+) -> None:
+    fake.sample_script.extend([503, 500])
+    out, _ = run(engine, job(canvas, output_format="png"))
+    assert fake.downloads == 3 and out.rgb.shape == canvas[0].shape
+    assert clock.sleeps[-3:] == [1.0, 1.0, 1.0]  # 1 s, then 2 s in slices of a second
+    fake.sample_script.extend([500] * 10)
+    with pytest.raises(EngineFailed, match="after 4 attempt"):
+        run(engine, job(canvas))
+
+
+def test_a_canvas_over_the_cap_is_sent_crop_by_crop(fake: FakeBfl, clock: FakeClock) -> None:
+    engine = make_engine(fake, clock, bfl_max_pixels=64 * 64, crop_min_context=16)
+    rgb = photo("astronaut", (320, 240))
+    mask = np.zeros((240, 320), np.uint8)
+    mask[20:40, 20:60] = 255
+    mask[180:220, 250:300] = 255
+    seen: list[int] = []
+    out = engine.fill(
+        FillJob(rgb=rgb, mask=mask, prompt="flowers", seed=3, output_format="png"), seen.append, lambda: False
+    )
+    assert len(fake.accepted) == 2 and len(out.notes["crops"]) == 2
+    for accepted in fake.accepted:
+        width, height = accepted["image_size"]
+        assert width * height <= 64 * 64 and width % 16 == 0 and height % 16 == 0
+    assert np.array_equal(out.rgb[mask == 0], rgb[mask == 0])
+    colour = np.array(fill_colour(3, "flowers"))
+    assert np.abs(out.rgb[30, 40].astype(int) - colour).max() <= 2  # the first hole is the upstream's
+    assert [u["id"] for u in out.notes["upstream"]] == [a["id"] for a in fake.accepted]
+    assert out.notes["cost"] == 10.0
+    assert seen == sorted(seen) and seen[-1] < 100

@@ -20,10 +20,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import pytest
 
-from fillframe.engines.base import FillJob, engine_class
+from fillframe.engines.base import FillJob, FillOutput, engine_class
 from fillframe.engines.flux import (
+    COMFY_PREFIX,
     FILL_IN_CHANNELS,
     FluxEngine,
+    auto_device,
     composite,
     pad_to_multiple,
     pipeline_guidance,
@@ -38,9 +40,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def needs_flux() -> None:
-    pytest.importorskip("torch")
-    pytest.importorskip("diffusers")
-    pytest.importorskip("transformers")
+    """The flux extra is part of the test environment: a missing torch fails, never skips."""
+    import diffusers  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -350,3 +353,229 @@ def test_live_service_with_flux_engine(tiny_folder: Path, tmp_path: Path) -> Non
         assert np.array_equal(out[mask == 0], rgb[mask == 0])
     finally:
         server.stop()
+
+
+# --- crops: the model sees at most FLUX_MAX_PIXELS -----------------------------------------
+
+CAP = 64 * 64  # the tiny model's budget in these tests: a 64x64 work canvas
+
+
+@pytest.fixture(scope="module")
+def cropping(tiny_folder: Path) -> FluxEngine:
+    eng = FluxEngine(
+        Settings(flux_model=tiny_folder, flux_device="cpu", flux_max_pixels=CAP, crop_min_context=16)
+    )
+    eng.load()
+    return eng
+
+
+def seen_sizes(eng: FluxEngine, fill_job: FillJob) -> tuple[FillOutput, list[int]]:
+    """Fill, recording the image tokens (one per 16x16 pixels) of every transformer call."""
+    assert eng.pipe is not None
+    tokens: list[int] = []
+
+    def record(_module: object, _args: object, kwargs: dict[str, object]) -> None:
+        hidden = kwargs["hidden_states"]
+        tokens.append(int(hidden.shape[1]))  # type: ignore[attr-defined]
+
+    handle = eng.pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        out = eng.fill(fill_job, lambda _p: None, lambda: False)
+    finally:
+        handle.remove()
+    return out, tokens
+
+
+def test_large_canvas_small_mask_runs_the_pipeline_at_the_capped_size(cropping: FluxEngine) -> None:
+    rgb = photo("astronaut", (320, 240))
+    mask = np.zeros((240, 320), np.uint8)
+    mask[100:140, 150:210] = 255
+    out, tokens = seen_sizes(cropping, job(rgb, mask))
+    assert tokens and max(tokens) <= CAP // 256
+    assert_untouched(out.rgb, rgb, mask)
+    hole = mask == 255
+    assert not np.array_equal(out.rgb[hole], rgb[hole])
+    (crop,) = out.notes["crops"]
+    assert out.notes["maxPixels"] == CAP and crop["size"][0] * crop["size"][1] <= CAP
+    x, y, w, h = crop["box"]
+    assert x <= 150 and y <= 100 and x + w >= 210 and y + h >= 140
+    assert crop["scale"] < 1
+
+
+def two_holes() -> tuple[np.ndarray, np.ndarray]:
+    """A 400x300 photo with two small holes in opposite corners (HxWx3 uint8, HxW uint8)."""
+    mask = np.zeros((300, 400), np.uint8)
+    mask[20:36, 20:40] = 255
+    mask[250:270, 350:380] = 255
+    return photo("coffee", (400, 300)), mask
+
+
+def test_two_distant_holes_are_two_crops(cropping: FluxEngine) -> None:
+    rgb, mask = two_holes()
+    seen: list[int] = []
+    out = cropping.fill(job(rgb, mask, steps=2), seen.append, lambda: False)
+    assert len(out.notes["crops"]) == 2
+    assert_untouched(out.rgb, rgb, mask)
+    assert seen == sorted(seen) and len(seen) == 4 and seen[-1] < 100  # two crops, two steps each
+
+
+def test_a_canvas_that_fits_runs_whole_as_before(cropping: FluxEngine) -> None:
+    rgb = photo("rocket", (64, 48))
+    out, tokens = seen_sizes(cropping, job(rgb, box_mask(48, 64, 0.2)))
+    assert "crops" not in out.notes and set(tokens) == {(64 // 16) * (48 // 16)}
+
+
+def test_outpaint_over_the_cap_goes_through_the_crops(cropping: FluxEngine) -> None:
+    rgb = photo("chelsea", (96, 64))
+    canvas, mask, plan = outpaint_canvas(rgb, "Zoom out 2x", 1_000_000)
+    assert canvas.shape[0] * canvas.shape[1] > CAP
+    out, tokens = seen_sizes(cropping, job(canvas, mask, steps=2))
+    assert out.notes["crops"] and max(tokens) <= CAP // 256
+    placed = out.rgb[plan.y : plan.y + plan.image_height, plan.x : plan.x + plan.image_width]
+    assert np.array_equal(placed, rgb)
+    assert_untouched(out.rgb, canvas, mask)
+
+
+def test_crop_cancel_stops_the_job(cropping: FluxEngine) -> None:
+    rgb, mask = two_holes()
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        cropping.fill(job(rgb, mask, steps=3), seen.append, lambda: len(seen) >= 4)
+    assert len(seen) == 4  # the second crop's first step saw the cancel
+
+
+# --- throughput options ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batching(tiny_folder: Path) -> FluxEngine:
+    eng = FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_max_batch=4))
+    eng.load()
+    return eng
+
+
+def test_a_batched_call_gives_each_job_its_unbatched_image(batching: FluxEngine, engine: FluxEngine) -> None:
+    jobs = [
+        job(photo(name, (64, 48)), box_mask(48, 64, 0.3), seed=seed, prompt=prompt)
+        for name, seed, prompt in [
+            ("astronaut", 1, "a red cat"),
+            ("coffee", 2, "the sea"),
+            ("rocket", 3, "a tree"),
+        ]
+    ]
+    seen: list[list[int]] = [[], [], []]
+    results = batching.fill_batch(jobs, [s.append for s in seen], [lambda: False] * 3)
+    for fill_job, result, progress in zip(jobs, results, seen, strict=True):
+        assert isinstance(result, FillOutput), result
+        alone, _, _ = run(engine, fill_job)
+        assert np.array_equal(result.rgb, alone)
+        assert result.notes["runtime"]["batch"] == 3
+        assert progress == [25, 50, 75]
+        assert_untouched(result.rgb, fill_job.rgb, fill_job.mask)
+    assert results[0].rgb.tobytes() != results[1].rgb.tobytes()  # type: ignore[union-attr]
+
+
+def test_a_cancelled_job_in_a_batch_leaves_the_others_running(batching: FluxEngine) -> None:
+    rgb, mask = photo("astronaut", (64, 48)), box_mask(48, 64, 0.3)
+    seen: list[int] = []
+    results = batching.fill_batch(
+        [job(rgb, mask, seed=1), job(rgb, mask, seed=2), job(photo("coffee", (32, 32)), box_mask(32, 32))],
+        [seen.append, lambda _p: None, lambda _p: None],
+        [lambda: len(seen) >= 1, lambda: False, lambda: False],
+    )
+    assert isinstance(results[0], Cancelled) and len(seen) == 1
+    assert isinstance(results[1], FillOutput) and isinstance(results[2], FillOutput)
+    assert results[2].notes["runtime"]["batch"] == 1  # another size: its own call
+
+
+def test_first_block_cache_on_completes(tiny_folder: Path, cat: tuple[np.ndarray, np.ndarray]) -> None:
+    eng = FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_cache_threshold=0.5))
+    eng.load()
+    rgb, mask = cat
+    cached, notes, _ = run(eng, job(rgb, mask, steps=6))
+    assert notes["runtime"]["cacheThreshold"] == 0.5
+    assert_untouched(cached, rgb, mask)
+    again, _, _ = run(eng, job(rgb, mask, steps=6))
+    assert np.array_equal(cached, again)  # the cache is reset between jobs
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        eng.fill(job(rgb, mask, steps=6, seed=99), seen.append, lambda: len(seen) >= 3)
+    after_cancel, _, _ = run(eng, job(rgb, mask, steps=6))
+    assert np.array_equal(cached, after_cancel)  # a cancelled job leaves nothing behind for the next
+
+
+def test_vae_tiling_and_warm_up(tiny_folder: Path, cat: tuple[np.ndarray, np.ndarray]) -> None:
+    settings = Settings(
+        flux_model=tiny_folder, flux_device="cpu", flux_vae_tiling=True, flux_warmup_sizes=["32x32", "64x48"]
+    )
+    eng = FluxEngine(settings)
+    eng.load()
+    assert eng.warmed == [(32, 32), (64, 48)]
+    rgb, mask = cat
+    out, notes, _ = run(eng, job(rgb, mask))
+    assert notes["runtime"]["vaeTiling"] is True
+    assert_untouched(out, rgb, mask)
+    with pytest.raises(RuntimeError, match="multiples of 16"):
+        FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_warmup_sizes=["30x30"])).load()
+
+
+def test_runtime_notes_and_clip_truncation(engine: FluxEngine, cat: tuple[np.ndarray, np.ndarray]) -> None:
+    rgb, mask = cat
+    _, notes, _ = run(engine, job(rgb, mask))
+    expected = {"fp8": False, "compile": False, "offload": "none", "cacheThreshold": None}
+    assert notes["runtime"] == {**expected, "vaeTiling": False, "batch": 1}
+    assert "promptTruncated" not in notes
+    _, notes, _ = run(engine, job(rgb, mask, prompt="a red cat in the garden " * 20))
+    assert "CLIP read the first 77" in notes["promptTruncated"]
+
+
+# --- memory options and start-up refusals -------------------------------------------------
+
+
+def test_fp8_is_refused_clearly_off_bfloat16_and_off_fp8_gpus(tiny_folder: Path) -> None:
+    with pytest.raises(RuntimeError, match="bfloat16 weights, but the dtype is float32"):
+        FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_fp8=True)).load()
+    eng = FluxEngine(
+        Settings(flux_model=tiny_folder, flux_device="cpu", flux_fp8=True, flux_dtype="bfloat16")
+    )
+    with pytest.raises(RuntimeError, match="FP8 support"):
+        eng.load()
+    assert eng.pipe is None  # refused before any weight was read
+
+
+def test_offload_on_cpu_is_refused(tiny_folder: Path) -> None:
+    for offload in ("model", "group", "sequential"):
+        with pytest.raises(RuntimeError, match=f"OFFLOAD={offload} needs a CUDA GPU"):
+            FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_offload=offload)).load()
+
+
+def test_auto_device_gives_one_gpu_per_worker() -> None:
+    assert auto_device(0, 3) == "cpu"
+    assert auto_device(1, 3) == "cuda:0"  # CUDA_VISIBLE_DEVICES gave this worker one GPU
+    assert [auto_device(4, i) for i in range(6)] == [
+        "cuda:0",
+        "cuda:1",
+        "cuda:2",
+        "cuda:3",
+        "cuda:0",
+        "cuda:1",
+    ]
+    assert auto_device(8, None) == "cuda:0"
+
+
+def _header_file(path: Path, shapes: dict[str, list[int]]) -> Path:
+    """A safetensors file with these tensors (zeros): enough for the start-up check."""
+    from safetensors.numpy import save_file
+
+    save_file({k: np.zeros(v, np.float16) for k, v in shapes.items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("prefix", ["", COMFY_PREFIX])
+def test_original_and_comfyui_key_layouts_pass_the_start_up_check(
+    tiny_folder: Path, tmp_path: Path, prefix: str
+) -> None:
+    fill = _header_file(tmp_path / "fill.safetensors", {prefix + "img_in.weight": [8, FILL_IN_CHANNELS]})
+    assert weights_problem(tiny_folder, fill) is None
+    plain = _header_file(tmp_path / "plain.safetensors", {prefix + "img_in.weight": [8, 64]})
+    assert "takes 64 input channels" in str(weights_problem(tiny_folder, plain))

@@ -9,7 +9,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fillframe.imaging.canvas import PRESETS, CanvasPlan, build_canvas, outpaint_canvas, plan_outpaint
+from fillframe.imaging.canvas import (
+    PRESETS,
+    CanvasPlan,
+    Expansion,
+    build_canvas,
+    outpaint_canvas,
+    outpaint_spec,
+    plan_expand,
+    plan_outpaint,
+)
 from tests.utils.images import photo
 
 DEFAULT_MAX = 4 * 1024 * 1024
@@ -182,3 +191,91 @@ def test_build_canvas_rejects_non_rgb() -> None:
     plan = plan_outpaint(8, 8, "Zoom out 2x", DEFAULT_MAX)
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         build_canvas(np.zeros((8, 8), np.uint8), plan)
+
+
+# --- free expansion (fluxFillParams.expand) ---------------------------------------------------
+
+strips = st.integers(0, 2048)
+expansions = st.builds(Expansion, strips, strips, strips, strips).filter(
+    lambda e: e.left + e.right + e.top + e.bottom > 0
+)
+
+
+def assert_expand_axis(side: int, image_side: int, before: float, after: float, offset: int) -> None:
+    """One axis of an expand plan: the presets' rounding, the slack shared by what was asked."""
+    if before + after == 0:
+        assert side == ceil16(image_side) and offset == (side - image_side) // 2
+        return
+    assert_side(side, image_side + before + after, image_side)
+    assert 0 <= offset <= side - image_side
+    if before == 0:
+        assert offset == 0  # a side that asked for nothing stays flush with the edge
+    if after == 0:
+        assert offset == side - image_side
+    # Within the rounding's slack (and one pixel of rounding) of what was asked.
+    slack = abs(side - (image_side + before + after))
+    assert abs(offset - before) <= slack + 1
+
+
+@fast
+@given(width=sides, height=sides, expansion=expansions, max_pixels=limits)
+@example(width=1, height=1, expansion=Expansion(2048, 2048, 2048, 2048), max_pixels=256)
+@example(width=6000, height=4000, expansion=Expansion(left=2048), max_pixels=DEFAULT_MAX)
+@example(width=512, height=300, expansion=Expansion(right=1), max_pixels=DEFAULT_MAX)
+def test_expand_plan_properties(width: int, height: int, expansion: Expansion, max_pixels: int) -> None:
+    plan = plan_expand(width, height, expansion, max_pixels)
+    cw, ch, iw, ih = plan.width, plan.height, plan.image_width, plan.image_height
+    assert cw % 16 == 0 and ch % 16 == 0 and cw * ch <= max_pixels
+    assert 1 <= iw <= width and 1 <= ih <= height
+    slack = 0.5 * (width + height) if iw > 1 and ih > 1 else width + height
+    assert abs(iw * height - ih * width) <= slack  # scaled uniformly, if at all
+    natural = plan_expand(width, height, expansion, 10**13)
+    if plan != natural:
+        assert natural.width * natural.height > max_pixels  # scaled only when it must be
+        # The strips scaled with the image (a 1-pixel side can stay 1 pixel while they shrink);
+        # the per-axis rules below are those of the full-size plan.
+        return
+    e = expansion
+    assert_expand_axis(cw, iw, e.left, e.right, plan.x)
+    assert_expand_axis(ch, ih, e.top, e.bottom, plan.y)
+    assert plan.adds_area
+
+
+@fast
+@given(
+    width=st.integers(1, 200),
+    height=st.integers(1, 200),
+    expansion=st.builds(Expansion, *[st.integers(0, 300)] * 4).filter(lambda e: e.left + e.top > 0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_expand_mask_is_exactly_the_new_area(
+    width: int, height: int, expansion: Expansion, seed: int
+) -> None:
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    canvas, mask, plan = outpaint_canvas(rgb, expansion, DEFAULT_MAX)
+    inside = np.zeros((plan.height, plan.width), bool)
+    inside[plan.y : plan.y + plan.image_height, plan.x : plan.x + plan.image_width] = True
+    np.testing.assert_array_equal(mask, np.where(inside, 0, 255))
+    placed = canvas[plan.y : plan.y + plan.image_height, plan.x : plan.x + plan.image_width]
+    np.testing.assert_array_equal(placed, rgb)
+
+
+@pytest.mark.parametrize(
+    ("expansion", "expected"),
+    [
+        (Expansion(left=256), CanvasPlan(768, 304, 256, 2, 512, 300)),  # = Left outpaint
+        (Expansion(left=100, right=100), CanvasPlan(720, 304, 104, 2, 512, 300)),  # 712 rounds to 720
+        (Expansion(top=20), CanvasPlan(512, 320, 0, 20, 512, 300)),
+        (Expansion(bottom=1), CanvasPlan(512, 304, 0, 0, 512, 300)),
+    ],
+)
+def test_expand_worked_examples(expansion: Expansion, expected: CanvasPlan) -> None:
+    assert plan_expand(512, 300, expansion, DEFAULT_MAX) == expected
+
+
+def test_outpaint_spec_reads_expand_before_the_preset() -> None:
+    assert outpaint_spec({"outpaint": "Make square"}) == "Make square"
+    assert outpaint_spec({}) == "Zoom out 1.5x"
+    assert outpaint_spec({"outpaint": "Zoom out 1.5x", "expand": {"left": 5}}) == Expansion(left=5)
+    with pytest.raises(ValueError, match=">= 0"):
+        plan_expand(10, 10, Expansion(left=-1), DEFAULT_MAX)

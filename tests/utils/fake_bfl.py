@@ -13,7 +13,12 @@ What it copies from BFL's published API (docs.bfl.ai, OpenAPI of /v1/flux-pro-1.
   "Content Moderated", "Error", "Task not found". "Pending" for a few polls, then the outcome.
 - "Ready" carries `result.sample`, a signed URL on another path that expires (BFL: about
   10 minutes); after that it answers 403, as BFL's delivery host does.
-- 429 with `Retry-After` when scripted (BFL limits active tasks per account).
+- Submits answer `cost` (credits), `input_mp` and `output_mp` (megapixels) beside the id.
+- Polling and delivery can be on other hosts than the base, as BFL's are (a regional host for
+  `polling_url`, a delivery host for `result.sample`): `poll_host` / `delivery_host` put them on
+  a second loopback address (127.0.0.2 / 127.0.0.3) served by the same fake.
+- 429 when more than `active_limit` tasks are unfinished (BFL limits active tasks per account,
+  24 by default), and scripted 429s with or without `Retry-After` (BFL sends none).
 
 Stricter than BFL on one point: an unknown body field is a 422, so a misspelt field fails a
 test instead of being silently ignored.
@@ -89,9 +94,13 @@ class Scripted:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def rate_limited(retry_after: str = "2") -> Scripted:
-    detail = "You have exceeded the number of active tasks. Please wait and retry."
-    return Scripted(429, {"detail": detail}, {"Retry-After": retry_after})
+ACTIVE_DETAIL = "You have exceeded the number of active tasks. Please wait and retry."
+COST_PER_TASK = 5.0  # credits; BFL lists FLUX.1 Fill [pro] at 5 cents a megapixel-class image
+
+
+def rate_limited(retry_after: str | None = "2") -> Scripted:
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    return Scripted(429, {"detail": ACTIVE_DETAIL}, headers)
 
 
 def server_error(status: int = 502) -> Scripted:
@@ -125,6 +134,11 @@ class FakeBfl:
         self.accepted: list[dict[str, Any]] = []  # bodies of accepted submits, images decoded
         self.poll_keys: list[str | None] = []  # the x-key header of every poll
         self.downloads = 0
+        self.sample_script: deque[int] = deque()  # statuses answered to downloads before the image
+        self.active_limit: int | None = None
+        self.most_active = 0  # the most unfinished tasks seen at once
+        self.poll_host: str | None = None  # e.g. "127.0.0.2": polling URLs point there
+        self.delivery_host: str | None = None  # e.g. "127.0.0.3": result URLs point there
         self.tasks: dict[str, Task] = {}
         self._secret = uuid.uuid4().bytes
         self._lock = threading.Lock()
@@ -132,12 +146,30 @@ class FakeBfl:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         # A short poll interval: shutdown() waits for it, once per test.
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self._thread.start()
+        self._servers = [self.httpd]
+        self._threads = [threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)]
+        self._threads[0].start()
+        self._handler = handler
+        self._hosts: dict[str, str] = {}
+
+    def host_url(self, host: str) -> str:
+        """The base URL of this fake on another loopback address (started on first use)."""
+        if host not in self._hosts:
+            httpd = http.server.ThreadingHTTPServer((host, 0), self._handler)
+            thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+            thread.start()
+            self._servers.append(httpd)
+            self._threads.append(thread)
+            self._hosts[host] = f"http://{host}:{httpd.server_address[1]}"
+        return self._hosts[host]
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for httpd in self._servers:
+            httpd.shutdown()
+            httpd.server_close()
+
+    def _active(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.ready_at is None and t.outcome == "ready")
 
     # --- the API -------------------------------------------------------------------------
 
@@ -173,14 +205,20 @@ class FakeBfl:
         rgb, fill = errors
         task_id = str(uuid.uuid4())
         with self._lock:
+            if self.active_limit is not None and self._active() >= self.active_limit:
+                return 429, {"detail": ACTIVE_DETAIL}, {}
             outcome = self.outcomes.popleft() if self.outcomes else "ready"
             self.tasks[task_id] = Task(task_id, body, rgb, fill, outcome, self.pending_polls)
             recorded = {k: v for k, v in body.items() if k not in ("image", "mask")}
             recorded["image_size"] = (rgb.shape[1], rgb.shape[0])
             recorded["id"] = task_id
             self.accepted.append(recorded)
-        polling_url = f"{self.url}{RESULT_PATH}?id={task_id}"
-        return 200, {"id": task_id, "polling_url": polling_url}, {}
+            self.most_active = max(self.most_active, self._active())
+        base = self.host_url(self.poll_host) if self.poll_host else self.url
+        polling_url = f"{base}{RESULT_PATH}?id={task_id}"
+        megapixels = round(rgb.shape[0] * rgb.shape[1] / 1e6, 4)
+        usage = {"cost": COST_PER_TASK, "input_mp": megapixels, "output_mp": megapixels}
+        return 200, {"id": task_id, "polling_url": polling_url, **usage}, {}
 
     def poll(self, headers: dict[str, str], task_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
@@ -231,7 +269,8 @@ class FakeBfl:
         ext = "png" if task.body.get("output_format") == "png" else "jpeg"
         path = f"/results/{task.id}/sample.{ext}"
         sig = hmac.new(self._secret, f"{path}|{expires!r}".encode(), "sha256").hexdigest()
-        return f"{self.url}{path}?se={expires!r}&sig={sig}"
+        base = self.host_url(self.delivery_host) if self.delivery_host else self.url
+        return f"{base}{path}?se={expires!r}&sig={sig}"
 
     def sample(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str]:
         expires_text = query.get("se", [""])[0]
@@ -246,6 +285,9 @@ class FakeBfl:
             return 403, b"<Error><Code>AuthenticationFailed</Code>" + message + b"</Error>", "application/xml"
         with self._lock:
             self.downloads += 1
+            scripted = self.sample_script.popleft() if self.sample_script else None
+        if scripted is not None:
+            return scripted, b"<Error><Code>ServerBusy</Code></Error>", "application/xml"
         return 200, *self.render(task)
 
     def render(self, task: Task) -> tuple[bytes, str]:

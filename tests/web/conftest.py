@@ -97,3 +97,15 @@ def stroke_mask(
         cv2.circle(mask, (round(x0), round(y0)), size // 2, 255, -1)
         cv2.circle(mask, (round(x1), round(y1)), size // 2, 255, -1)
     return mask
+
+
+def drop_file(page: Page, data: bytes, name: str, target: str = "stage") -> None:
+    """Drop `data` on the element with id `target`, as a file dragged from the desktop."""
+    page.evaluate(
+        """([b64, name, target]) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                    const dt = new DataTransfer();
+                    dt.items.add(new File([bytes], name, {type: 'image/png'}));
+                    const drop = new DragEvent('drop', {dataTransfer: dt, bubbles: true});
+                    document.getElementById(target).dispatchEvent(drop); }""",
+        [b64(data), name, target],
+    )

@@ -17,7 +17,7 @@ from fillframe.settings import Settings
 from tests.utils.images import box_mask, decode, encode, photo
 from tests.utils.jobs import data_uri, edit_body, wait_job
 from tests.utils.servers import LiveServer
-from tests.web.conftest import b64, screenshot, stroke_mask
+from tests.web.conftest import b64, drop_file, screenshot, stroke_mask
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -141,15 +141,7 @@ def test_inpaint_two_strokes(
 def test_outpaint_with_a_preset(page: Page, live: LiveServer, api_key: str) -> None:
     rgb = photo("chelsea", (300, 200))
     open_playground(page, live, api_key)
-    # Dropped like a file from the desktop.
-    page.evaluate(
-        """b64 => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                    const dt = new DataTransfer();
-                    dt.items.add(new File([bytes], 'cat.png', {type: 'image/png'}));
-                    const drop = new DragEvent('drop', {dataTransfer: dt, bubbles: true});
-                    document.getElementById('stage').dispatchEvent(drop); }""",
-        b64(encode(rgb)),
-    )
+    drop_file(page, encode(rgb), "cat.png")  # dropped like a file from the desktop
     page.wait_for_selector("#editor:not([hidden])")
     page.click(".segmented >> text=Outpaint")
     page.wait_for_selector("#outpaint-preview:not([hidden])")

@@ -16,6 +16,7 @@ FLUX_FILL_PARAMS = (
     "mode",
     "mask",
     "outpaint",
+    "expand",
     "steps",
     "guidance",
     "safety_tolerance",

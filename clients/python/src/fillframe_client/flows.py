@@ -80,7 +80,7 @@ def source_flow(value: Source, policy: RetryPolicy, what: str) -> Flow[str]:
 
 def edit_flow(spec: EditSpec, policy: RetryPolicy) -> Flow[Submission]:
     check_params(spec.params)
-    mode = infer_mode(spec.mode, spec.mask, spec.outpaint)
+    mode = infer_mode(spec.mode, spec.mask, spec.outpaint, spec.params.get("expand"))
     image_ref = yield from source_flow(spec.image, policy, "image")
     mask_ref = None
     if mode == "inpaint" and spec.mask is not None:

@@ -28,6 +28,15 @@ else:
 _URL_OR_DATA = re.compile(r"^(https?://|data:image/)", re.IGNORECASE)
 
 
+class Expansion(TypedDict, total=False):
+    """Pixels to add on each side of the image (0-2048 each, at least one above 0)."""
+
+    left: int
+    right: int
+    top: int
+    bottom: int
+
+
 class EditOptions(TypedDict, total=False):
     """The keyword arguments `edit` and `edit_and_wait` take besides `image` and `prompt`."""
 
@@ -38,6 +47,7 @@ class EditOptions(TypedDict, total=False):
     webhook_url: str | None
     webhook_events: list[str] | None
     # The other fluxFillParams, sent as given (the server checks their bounds).
+    expand: Expansion  # instead of an `outpaint` preset; implies outpaint mode
     steps: int
     guidance: float
     safety_tolerance: int
@@ -78,11 +88,11 @@ def check_params(params: Mapping[str, Any]) -> None:
         raise TypeError(f"Unknown fluxFillParams {unknown}; known: {', '.join(sorted(EXTRA_PARAMS))}.")
 
 
-def infer_mode(mode: str | None, mask: object, outpaint: str | None) -> str:
-    """`mode` as given, else "outpaint" when only a preset is given, else "inpaint"."""
+def infer_mode(mode: str | None, mask: object, outpaint: str | None, expand: object = None) -> str:
+    """`mode` as given, else "outpaint" when only a preset or an `expand` is given, else "inpaint"."""
     if mode is not None:
         return mode
-    return "outpaint" if outpaint is not None and mask is None else "inpaint"
+    return "outpaint" if (outpaint is not None or expand) and mask is None else "inpaint"
 
 
 def edit_body(

@@ -75,8 +75,9 @@ class Fillframe(BaseClient):
 
     def edit(self, image: Source, *, prompt: str, **options: Unpack[EditOptions]) -> Submission:
         """Submit a job. `image`/`mask`: URL, data URI, path, bytes, PIL image or numpy array (local
-        content is uploaded first). `mode` defaults to outpaint when only `outpaint` is given.
-        Other options: steps, guidance, seed, safety_tolerance, output_format, prompt_upsampling."""
+        content is uploaded first). `mode` defaults to outpaint when only `outpaint` or `expand` is
+        given. Other options: expand (`{"left": 256, ...}` pixels per side, instead of a preset),
+        steps, guidance, seed, safety_tolerance, output_format, prompt_upsampling."""
         return self._run(flows.edit_flow(EditSpec.of(image, prompt, options), self.retry))
 
     def edit_and_wait(
