@@ -4,14 +4,13 @@ An upload's URL is `{base}/v2/uploads/{id}`. When a job names such a URL the wor
 upload from storage for the job's own account, never over the network; another account's
 upload is refused exactly like a missing one.
 
-A data URI in a submitted job is stored the same way (`save_data_uri`): the job keeps the upload
-URL, so its row holds no image bytes, listing jobs never reads them, and the worker reads the
-image as it reads any upload.
+A data URI in a submitted job is saved the same way (api/routes/edit.py): the job keeps the
+upload URL, so its row holds no image bytes, listing jobs never reads them, and the worker reads
+the image as it reads any upload.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import Iterable
@@ -23,7 +22,6 @@ import sqlalchemy as sa
 from fillframe.db import Database, files, utcnow
 from fillframe.errors import InvalidInput
 from fillframe.imaging.decode import sniff_format
-from fillframe.imaging.fetch import Text, parse_data_uri
 from fillframe.storage import BlobStore
 
 UPLOAD_PATH = re.compile(
@@ -77,22 +75,6 @@ async def save(
     async with db.write() as conn:
         await conn.execute(files.insert().values(**row))
     return row
-
-
-async def save_data_uri(
-    db: Database,
-    store: BlobStore,
-    account_id: str,
-    uri: Text,
-    *,
-    max_bytes: int,
-    ttl: timedelta,
-    what: str,
-) -> dict[str, Any]:
-    """Decode a data URI in a worker thread (in 1 MB steps: the event loop keeps running) and
-    save it as this account's upload. Raises InvalidInput or NotAnImage with a sentence."""
-    data = await asyncio.to_thread(parse_data_uri, uri, max_bytes, what=what)
-    return await save(db, store, account_id, data, ttl, subject=f"The {what} data URI")
 
 
 async def discard(db: Database, store: BlobStore, rows: Iterable[dict[str, Any]]) -> None:

@@ -8,7 +8,6 @@ the job keeps the upload URL, which is also what its `input` shows."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from datetime import timedelta
@@ -19,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from fillframe import uploads
 from fillframe.accounts import Caller
-from fillframe.api.data_uris import Cut, DataUriRoute
+from fillframe.api.data_uris import Cut, DataUriRoute, off_loop
 from fillframe.api.deps import CallerDep, DbDep, LinkerDep, SettingsDep, StoreDep
 from fillframe.api.errors import ApiError
 from fillframe.api.openapi import RATE_LIMIT_HEADERS
@@ -35,7 +34,7 @@ from fillframe.contract import (
 )
 from fillframe.db import Database
 from fillframe.errors import InvalidInput
-from fillframe.imaging.fetch import check_url
+from fillframe.imaging.fetch import check_url, parse_data_uri
 from fillframe.jobs import service
 from fillframe.jobs.idempotency import MAX_KEY_LENGTH, IdempotencyKey, KeyReused
 from fillframe.jobs.queue import Notifier
@@ -97,17 +96,12 @@ async def store_data_uris(
             if value is None or source_kind(value) != "data":
                 continue
             cut = cuts.get(value)
-            source = await asyncio.to_thread(cut.value) if cut else value
             try:
-                row = await uploads.save_data_uri(
-                    db,
-                    store,
-                    caller.account_id,
-                    source,
-                    max_bytes=settings.max_image_bytes,
-                    ttl=timedelta(hours=settings.upload_ttl_hours),
-                    what=field,
-                )
+                source = await off_loop(cut.value) if cut else value
+                data = await off_loop(parse_data_uri, source, settings.max_image_bytes, what=field)
+                ttl = timedelta(hours=settings.upload_ttl_hours)
+                subject = f"The {field} data URI"
+                row = await uploads.save(db, store, caller.account_id, data, ttl, subject=subject)
             except (InvalidInput, uploads.NotAnImage) as exc:
                 path = f"fluxFillParams.{field}"
                 raise ApiError(400, f"Invalid request: {path}: {exc}", details={path: [str(exc)]}) from None
