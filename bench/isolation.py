@@ -183,6 +183,11 @@ def list_times(url: str, key: str, rounds: int, expect: int) -> list[float]:
     return times
 
 
+def rss_mb(server: LiveServer) -> float:
+    ps = subprocess.run(["ps", "-o", "rss=", "-p", str(server.proc.pid)], capture_output=True, text=True)
+    return int(ps.stdout) / 1024
+
+
 def api(tmp: Path, jobs: int, uri_mb: float) -> None:
     env = fillframe_env(tmp / "api", rate_limit_per_minute="0")
     server = LiveServer(env, "--no-worker")
@@ -191,6 +196,7 @@ def api(tmp: Path, jobs: int, uri_mb: float) -> None:
         body = tmp / "body.json"
         data_uri_body(body, uri_mb)
         idle = healthz_latencies(server.url)
+        rss_before = rss_mb(server)
         stop = threading.Event()
         codes: list[str] = []
         submitters = [
@@ -243,8 +249,7 @@ def api(tmp: Path, jobs: int, uri_mb: float) -> None:
                 f"   {name:28} p50 {statistics.median(times) * 1000:7.2f} ms"
                 f"  max {max(times) * 1000:7.2f} ms  p50 ratio {statistics.median(times) / base:5.2f}"
             )
-        rss = subprocess.run(["ps", "-o", "rss=", "-p", str(server.proc.pid)], capture_output=True, text=True)
-        print(f"   API process RSS at the end: {int(rss.stdout) / 1024:.0f} MB")
+        print(f"   API process RSS: {rss_before:.0f} MB idle at start, {rss_mb(server):.0f} MB at the end")
     finally:
         server.stop()
 

@@ -28,7 +28,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import certifi
@@ -219,41 +219,37 @@ def _ascii(piece: Text) -> bytes:
     return bytes(piece)
 
 
-def _base64_pieces(payload: Text, encoded_limit: int, too_big: InvalidInput) -> list[bytes]:
-    """The payload without whitespace, standard alphabet, '=' stripped from the end, in chunks;
-    raises `too_big` once it holds more characters than `encoded_limit`."""
-    pieces: list[bytes] = []
-    total = 0
+def _pieces(payload: Text) -> Iterator[bytes]:
+    """The payload in chunks, whitespace dropped, the URL-safe alphabet made standard."""
     for start in range(0, len(payload), _CHUNK):
-        piece = _ascii(payload[start : start + _CHUNK]).translate(_URLSAFE_TO_STANDARD, _WHITESPACE)
-        total += len(piece)
-        if total > encoded_limit + 2:  # +2: the padding, stripped below
-            raise too_big
-        pieces.append(piece)
+        yield _ascii(payload[start : start + _CHUNK]).translate(_URLSAFE_TO_STANDARD, _WHITESPACE)
         let_go()
-    while pieces:  # the padding may end the last piece, or be all of it
-        stripped = pieces[-1].rstrip(b"=")
-        if stripped:
-            pieces[-1] = stripped
-            break
-        pieces.pop()
-    return pieces
 
 
-def _decode_pieces(pieces: list[bytes], max_bytes: int, too_big: InvalidInput) -> bytes:
+def _check_base64(payload: Text, encoded_limit: int, too_big: InvalidInput) -> None:
+    """A first pass that keeps nothing: raise `too_big` past `encoded_limit` characters (before
+    any decoding), ValueError for '=' anywhere but at the end."""
+    total = 0
+    padded = False
+    for piece in _pieces(payload):
+        body = piece.rstrip(b"=")
+        if b"=" in body or (padded and body):
+            raise ValueError("padding before the end")
+        padded = padded or len(body) < len(piece)
+        total += len(body)
+        if total > encoded_limit:
+            raise too_big
+
+
+def _decode_base64(payload: Text) -> bytes:
     """Decode 4-aligned runs of the pieces (one copy into the result at the end)."""
     out: list[bytes] = []
-    size = 0
     carry = b""
-    for piece in pieces:
-        piece = carry + piece
+    for piece in _pieces(payload):
+        piece = carry + piece.rstrip(b"=")
         cut = len(piece) - len(piece) % 4
         out.append(binascii.a2b_base64(piece[:cut], strict_mode=True))
         carry = piece[cut:]
-        size += len(out[-1])
-        if size > max_bytes:
-            raise too_big
-        let_go()
     out.append(binascii.a2b_base64(carry + b"=" * (-len(carry) % 4), strict_mode=True))
     return b"".join(out)
 
@@ -287,10 +283,8 @@ def parse_data_uri(uri: Text, max_bytes: int, *, what: str = "image") -> bytes:
     if len(payload) > 2 * encoded_limit + 1024:
         raise too_big
     try:
-        pieces = _base64_pieces(payload, encoded_limit, too_big)
-        if any(b"=" in piece for piece in pieces):
-            raise ValueError("padding before the end")
-        data = _decode_pieces(pieces, max_bytes, too_big)
+        _check_base64(payload, encoded_limit, too_big)
+        data = _decode_base64(payload)
     except (binascii.Error, ValueError):
         raise InvalidInput(f"The {what} data URI is not valid base64.") from None
     if not data:

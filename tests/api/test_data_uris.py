@@ -189,3 +189,15 @@ def test_cut_data_uris_finds_string_values_only() -> None:
     escaped = json.dumps({"image": long}).replace("/", "\\/").encode()
     [cut] = cut_data_uris(escaped)[1].values()
     assert cut.value() == long
+
+
+def test_long_data_uris_in_the_wrong_place_or_badly_escaped(client: httpx.Client) -> None:
+    long = "data:image/png;base64," + base64.b64encode(encode(NOISE)).decode()
+    misplaced = {**edit_body(uri(encode(RGB)), uri(encode(MASK))), "prompt": long}
+    response = post(client, misplaced)
+    assert response.status_code == 400
+    assert "may only be fluxFillParams.image or .mask" in response.json()["error"]
+    body = json.dumps(edit_body(long, mode="outpaint")).replace("base64,", "base64,\\x", 1)
+    response = client.post("/v2/images/edit", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "not a valid JSON string" in response.json()["details"]["fluxFillParams.image"][0]
