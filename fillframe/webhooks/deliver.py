@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import socket
 import time
 import uuid
@@ -141,14 +142,18 @@ def destination(url: str) -> str:
     return f"{parsed.scheme}://{parsed.host.lower()}:{port}"
 
 
-def origin_prefix(url: str) -> str | None:
-    """`scheme://netloc/` as spelled in `url` (None without a path): the claim query skips URLs
-    starting with the spellings of destinations at their cap."""
+def origin(url: str) -> str | None:
+    """`scheme://netloc` as spelled in `url`: the claim query skips the URLs of origins whose
+    destination is at its cap (the SQL cannot parse URLs; `pick` checks what it lets through)."""
     scheme, sep, rest = url.partition("://")
-    slash = rest.find("/")
-    if not sep or slash <= 0 or any(ch in rest[:slash] for ch in "?#"):
-        return None
-    return f"{scheme}://{rest[: slash + 1]}"
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return f"{scheme}://{netloc}" if sep and netloc else None
+
+
+def _not_at(spelled: str) -> sa.ColumnElement[bool]:
+    """The URL is not `spelled` (an origin) or a URL under it."""
+    under = [d.c.url.startswith(spelled + end, autoescape=True) for end in "/?#"]
+    return sa.not_(sa.or_(d.c.url == spelled, *under))
 
 
 class HostSlots:
@@ -165,9 +170,9 @@ class HostSlots:
     def take(self, url: str) -> str:
         host = destination(url)
         self.busy[host] += 1
-        prefix = origin_prefix(url)
-        if prefix is not None:
-            self._spellings.setdefault(host, Counter())[prefix] += 1
+        spelled = origin(url)
+        if spelled is not None:
+            self._spellings.setdefault(host, Counter())[spelled] += 1
         return host
 
     def give(self, url: str) -> None:
@@ -176,21 +181,21 @@ class HostSlots:
         if self.busy[host] <= 0:
             del self.busy[host]
         spellings = self._spellings.get(host)
-        prefix = origin_prefix(url)
-        if spellings is not None and prefix is not None:
-            spellings[prefix] -= 1
-            if spellings[prefix] <= 0:
-                del spellings[prefix]
+        spelled = origin(url)
+        if spellings is not None and spelled is not None:
+            spellings[spelled] -= 1
+            if spellings[spelled] <= 0:
+                del spellings[spelled]
             if not spellings:
                 del self._spellings[host]
 
-    def full_prefixes(self) -> list[str]:
-        """URL prefixes of the destinations at their cap (for the claim to skip in SQL)."""
+    def full_origins(self) -> list[str]:
+        """Origins, as spelled, of the destinations at their cap (for the claim to skip in SQL)."""
         return sorted(
-            prefix
+            spelled
             for host, spellings in self._spellings.items()
             if self.room(host) == 0
-            for prefix in spellings
+            for spelled in spellings
         )
 
 
@@ -243,8 +248,8 @@ async def claim(
     now = clock.now()
     slots = slots or HostSlots(limit)
     due = sa.select(d.c.id, d.c.url).where(d.c.status == "pending", d.c.next_attempt_at <= now)
-    for prefix in slots.full_prefixes():
-        due = due.where(sa.not_(d.c.url.startswith(prefix, autoescape=True)))
+    for spelled in slots.full_origins():
+        due = due.where(_not_at(spelled))
     due = due.order_by(d.c.next_attempt_at).limit(min(limit * _SCAN_PER_SLOT, _MAX_SCAN))
     # A read takes no write lock, and most polls find nothing.
     async with db.read() as conn:

@@ -18,7 +18,7 @@ from fillframe.db import Database, webhook_deliveries
 from fillframe.jobs import service
 from fillframe.settings import Settings
 from fillframe.webhooks import deliver
-from fillframe.webhooks.deliver import Deliverer, HostSlots, destination, origin_prefix, pick
+from fillframe.webhooks.deliver import Deliverer, HostSlots, destination, origin, pick
 from tests.webhooks.helpers import edit_request
 from tests.webhooks.receiver import Receiver
 
@@ -108,6 +108,39 @@ def test_hanging_receivers_of_one_tenant_cost_only_their_own_deliveries(
         assert sorted(h.path for h in hanging.hits) == sorted(f"/a{i}" for i in range(100))
 
 
+def test_a_long_run_of_rows_for_a_full_destination_is_skipped_in_sql(
+    database_url: str, tmp_path: Path
+) -> None:
+    """With 2 slots and 1 per host, a claim reads 8 due rows per free slot: A's 40 rows (URLs
+    without a path) ahead of B's would hide it, were they not left out by the query itself."""
+    release = threading.Event()
+    settings = settings_for(
+        tmp_path, database_url, webhook_concurrency=2, webhook_per_host=1, webhook_timeout_seconds=120
+    )
+    clock = FakeClock()
+
+    async def scenario(hanging: Receiver, healthy: Receiver) -> None:
+        db = Database(database_url)
+        caller = await tenant(db, "a")
+        for _ in range(40):
+            await queued_webhook(db, caller, f"http://127.0.0.1:{hanging.port}", clock)
+        clock.advance(1)
+        b_id = await queued_webhook(db, await tenant(db, "b"), healthy.url(), clock)
+        stop = asyncio.Event()
+        running = asyncio.create_task(Deliverer(db, settings, clock).run(stop))
+        try:
+            await wait_until(lambda: delivered(db, b_id), "delivered to B")
+            assert (len(hanging.hits), hanging.open) == (1, 1)
+        finally:
+            release.set()
+        stop.set()
+        await running
+        await db.close()
+
+    with Receiver(hold=release) as hanging, Receiver() as healthy:
+        asyncio.run(scenario(hanging, healthy))
+
+
 def test_many_destinations_go_out_at_once(database_url: str, tmp_path: Path) -> None:
     """Twelve hanging receivers (other ports are other destinations) get one attempt each at
     once, far past the old four delivery loops; the thirteenth tenant still gets through."""
@@ -172,16 +205,16 @@ def test_destination_and_pick() -> None:
     assert destination("https://Hooks.Example.com/a?b") == "https://hooks.example.com:443"
     assert destination("http://h:8080/x") == destination("http://H:8080/y") == "http://h:8080"
     assert destination("http://h/x") != destination("http://h:8080/x")
-    assert origin_prefix("http://h:8080/x/y") == "http://h:8080/"
-    assert origin_prefix("http://h:8080") is None and origin_prefix("http://h?x=/") is None
+    assert origin("http://h:8080/x/y") == origin("http://h:8080") == "http://h:8080"
+    assert origin("http://H?x=/") == "http://H" and origin("not a url") is None
     rows = [(f"a{i}", "http://a/x") for i in range(5)] + [("b", "http://b/"), ("a9", "http://A/")]
     assert pick(rows, {"http://a:80": 2, "http://b:80": 2}, limit=10) == ["a0", "a1", "b"]
     assert pick(rows, {"http://a:80": 2, "http://b:80": 2}, limit=2) == ["a0", "a1"]
     slots = HostSlots(per_host=2)
     slots.take("http://a/x")
-    assert slots.full_prefixes() == [] and pick(rows, slots, 10) == ["a0", "b"]
-    slots.take("http://a/y")
-    assert slots.full_prefixes() == ["http://a/"]
+    assert slots.full_origins() == [] and pick(rows, slots, 10) == ["a0", "b"]
+    slots.take("http://a")
+    assert slots.full_origins() == ["http://a"]
     slots.give("http://a/x")
-    slots.give("http://a/y")
-    assert slots.busy == {} and slots.full_prefixes() == []
+    slots.give("http://a")
+    assert slots.busy == {} and slots.full_origins() == []
