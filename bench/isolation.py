@@ -2,8 +2,10 @@
 
 1. Webhooks: tenant B's delay (outbox row committed -> request at B's receiver) alone, and while
    tenant A has 100 deliveries hanging (a) at 100 receivers that never answer, (b) at one such
-   receiver. In-process deliverer on a SQLite file, real receivers on loopback, the default
-   10 s attempt timeout and limits (128 in flight, 8 per host). Target: B's delay under 1 s.
+   receiver; for contrast (c) the old shape, four attempts in flight (as four delivery loops
+   were), with A's 12 deliveries at one receiver as in the issue. In-process deliverer on a
+   SQLite file, real receivers on loopback, the default 10 s attempt timeout and limits (128 in
+   flight, 8 per host). Target: B's delay under 1 s.
 2. `/healthz` p99 while four clients each submit 30 MB data URIs back to back (100 jobs in
    all), against `/healthz` p99 on the idle server before and after. `fillframe serve
    --no-worker` on SQLite (the API process alone: no engine competes for its CPU); clients are
@@ -69,19 +71,23 @@ async def queue_webhook(db: Database, caller: Caller, url: str) -> float:
     return time.perf_counter()
 
 
-async def b_delays(db: Database, deliverer: deliver.Deliverer, caller: Caller, rx: Receiver) -> list[float]:
+async def b_delays(
+    db: Database, deliverer: deliver.Deliverer, caller: Caller, rx: Receiver, samples: int
+) -> list[float]:
     delays = []
-    for _ in range(B_SAMPLES):
+    for _ in range(samples):
         seen = len(rx.hits)
         committed = await queue_webhook(db, caller, rx.url())
         deliverer.wake()  # as the worker that ended the job does
-        await asyncio.to_thread(rx.wait_for, seen + 1)
+        await asyncio.to_thread(rx.wait_for, seen + 1, 300)
         delays.append(time.perf_counter() - committed)
     return delays
 
 
-async def webhook_scenario(url: str, tmp: Path, targets: list[Receiver] | None, **limits: int) -> list[float]:
-    """B's delays with A's 100 deliveries hanging at `targets` (round robin), or alone (None)."""
+async def webhook_scenario(
+    url: str, tmp: Path, targets: list[Receiver] | None, hanging: int, samples: int, **limits: int
+) -> list[float]:
+    """B's delays with A's `hanging` deliveries at `targets` (round robin), or alone (None)."""
     db = Database(url)
     settings = Settings(data_dir=tmp, database_url=url, allow_private_urls=True, **limits)
     a = await authenticate(db, (await create_key(db, "tenant-a"))[0])
@@ -90,15 +96,16 @@ async def webhook_scenario(url: str, tmp: Path, targets: list[Receiver] | None, 
     stop = asyncio.Event()
     running = asyncio.create_task(deliverer.run(stop))
     with Receiver() as healthy:
+        await b_delays(db, deliverer, b, healthy, 1)  # warm-up (connections, threads): not counted
         if targets:
-            for i in range(HANGING):
+            for i in range(hanging):
                 await queue_webhook(db, a, targets[i % len(targets)].url(f"/a{i}"))
             deliverer.wake()
             # Until A holds every slot it can: its host's cap at each receiver (they never answer).
-            each = min(settings.webhook_per_host, HANGING // len(targets))
+            each = min(settings.webhook_per_host, settings.webhook_concurrency, hanging // len(targets))
             for rx in targets:
                 await asyncio.to_thread(rx.wait_for, each)
-        delays = await b_delays(db, deliverer, b, healthy)
+        delays = await b_delays(db, deliverer, b, healthy, samples)
     stop.set()
     await running  # the hanging attempts end by their timeout
     await db.close()
@@ -110,17 +117,20 @@ def webhooks(tmp: Path) -> None:
     release = threading.Event()  # never set: these receivers hang until the attempt times out
     many = [Receiver(hold=release) for _ in range(HANGING)]
     one = [Receiver(hold=release)]
+    another = [Receiver(hold=release)]
+    old = {"webhook_concurrency": 4, "webhook_per_host": 4}  # four loops, no cap of their own
     cases = [
-        ("alone", None, {}),
-        (f"A: {HANGING} deliveries at {HANGING} hanging receivers", many, {}),
-        (f"A: {HANGING} deliveries at 1 hanging receiver", one, {}),
+        ("alone", None, 0, B_SAMPLES, {}),
+        (f"A: {HANGING} deliveries at {HANGING} hanging receivers", many, HANGING, B_SAMPLES, {}),
+        (f"A: {HANGING} deliveries at 1 hanging receiver", one, HANGING, B_SAMPLES, {}),
+        ("old shape (4 in flight), A: 12 at 1 receiver, 1 sample", another, 12, 1, old),
     ]
     alone = None
     try:
-        for i, (name, targets, limits) in enumerate(cases):
+        for i, (name, targets, hanging, samples, limits) in enumerate(cases):
             url = f"sqlite:///{tmp}/webhooks-{i}.db"
             upgrade(url)
-            delays = asyncio.run(webhook_scenario(url, tmp, targets, **limits))
+            delays = asyncio.run(webhook_scenario(url, tmp, targets, hanging, samples, **limits))
             median = statistics.median(delays)
             alone = alone or median
             print(
@@ -130,7 +140,7 @@ def webhooks(tmp: Path) -> None:
             )
     finally:
         release.set()
-        for rx in many + one:
+        for rx in many + one + another:
             rx.close()
 
 
