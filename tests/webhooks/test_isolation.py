@@ -5,9 +5,10 @@ In-process, on a real database, to real receivers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -58,6 +59,19 @@ async def delivered(db: Database, *ids: str) -> bool:
     return all(seen[i][0] == "delivered" for i in ids or seen)
 
 
+@contextlib.asynccontextmanager
+async def delivering(db: Database, settings: Settings, clock: FakeClock) -> AsyncIterator[Deliverer]:
+    """A deliverer running until the block ends; then stopped, its attempts let finish."""
+    stop = asyncio.Event()
+    deliverer = Deliverer(db, settings, clock)
+    running = asyncio.create_task(deliverer.run(stop))
+    try:
+        yield deliverer
+    finally:
+        stop.set()
+        await running
+
+
 def settings_for(tmp_path: Path, database_url: str, **extra: object) -> Settings:
     return Settings(
         data_dir=tmp_path, database_url=database_url, allow_private_urls=True, poll_seconds=0.05, **extra
@@ -82,22 +96,18 @@ def test_hanging_receivers_of_one_tenant_cost_only_their_own_deliveries(
         a_ids = [await queued_webhook(db, caller_a, hanging.url(f"/a{i}"), clock) for i in range(100)]
         clock.advance(1)
         b_id = await queued_webhook(db, caller_b, healthy.url("/b"), clock)
-        stop = asyncio.Event()
-        deliverer = Deliverer(db, settings, clock)
-        running = asyncio.create_task(deliverer.run(stop))
-        try:
-            await wait_until(lambda: delivered(db, b_id), "delivered to B")
-            await asyncio.to_thread(hanging.wait_for, 4)
-            seen = await attempts(db)
-            tried = sorted(seen[i][1] for i in a_ids)
-            assert tried == [0] * 96 + [1] * 4, "A's deliveries beyond its host's cap waited"
-            assert (len(hanging.hits), hanging.open) == (4, 4)
-            assert deliverer.slots.busy == {destination(hanging.url()): 4}
-        finally:
-            release.set()
-        await wait_until(lambda: delivered(db), "all delivered")
-        stop.set()
-        await running
+        async with delivering(db, settings, clock) as deliverer:
+            try:
+                await wait_until(lambda: delivered(db, b_id), "delivered to B")
+                await asyncio.to_thread(hanging.wait_for, 4)
+                seen = await attempts(db)
+                tried = sorted(seen[i][1] for i in a_ids)
+                assert tried == [0] * 96 + [1] * 4, "A's deliveries beyond its host's cap waited"
+                assert (len(hanging.hits), hanging.open) == (4, 4)
+                assert deliverer.slots.busy == {destination(hanging.url()): 4}
+            finally:
+                release.set()
+            await wait_until(lambda: delivered(db), "all delivered")
         await db.close()
 
     with Receiver(hold=release) as hanging, Receiver() as healthy:
@@ -126,15 +136,12 @@ def test_a_long_run_of_rows_for_a_full_destination_is_skipped_in_sql(
             await queued_webhook(db, caller, f"http://127.0.0.1:{hanging.port}", clock)
         clock.advance(1)
         b_id = await queued_webhook(db, await tenant(db, "b"), healthy.url(), clock)
-        stop = asyncio.Event()
-        running = asyncio.create_task(Deliverer(db, settings, clock).run(stop))
-        try:
-            await wait_until(lambda: delivered(db, b_id), "delivered to B")
-            assert (len(hanging.hits), hanging.open) == (1, 1)
-        finally:
-            release.set()
-        stop.set()
-        await running
+        async with delivering(db, settings, clock):
+            try:
+                await wait_until(lambda: delivered(db, b_id), "delivered to B")
+                assert (len(hanging.hits), hanging.open) == (1, 1)
+            finally:
+                release.set()
         await db.close()
 
     with Receiver(hold=release) as hanging, Receiver() as healthy:
@@ -155,17 +162,14 @@ def test_many_destinations_go_out_at_once(database_url: str, tmp_path: Path) -> 
             await queued_webhook(db, caller, rx.url(), clock)
         clock.advance(1)
         last = await queued_webhook(db, await tenant(db, "b"), healthy.url(), clock)
-        stop = asyncio.Event()
-        running = asyncio.create_task(Deliverer(db, settings, clock).run(stop))
-        try:
-            await wait_until(lambda: delivered(db, last), "delivered to the last tenant")
-            for rx in hanging:
-                await asyncio.to_thread(rx.wait_for, 1)
-            assert [rx.open for rx in hanging] == [1] * len(hanging)
-        finally:
-            release.set()
-        stop.set()
-        await running
+        async with delivering(db, settings, clock):
+            try:
+                await wait_until(lambda: delivered(db, last), "delivered to the last tenant")
+                for rx in hanging:
+                    await asyncio.to_thread(rx.wait_for, 1)
+                assert [rx.open for rx in hanging] == [1] * len(hanging)
+            finally:
+                release.set()
         await db.close()
 
     receivers = [Receiver(hold=release) for _ in range(12)]
