@@ -105,10 +105,15 @@ class Settings(BaseSettings):
         description="Multiplies the retry schedule; tests squeeze a day into seconds.",
     )
     webhook_concurrency: int = Field(
-        default=4,
+        default=128,
         ge=0,
-        le=64,
-        description="Delivery loops per worker process; 0: this process delivers none.",
+        le=4096,
+        description="Delivery attempts in flight per worker process; 0: this process delivers none.",
+    )
+    webhook_per_host: int = Field(
+        default=8,
+        ge=1,
+        description="Of those, attempts in flight to one destination (scheme, host, port).",
     )
 
     # flux engine (optional extra `fillframe[flux]`): FLUX.1 Fill [dev] through diffusers, offline.

@@ -3,12 +3,17 @@
 An upload's URL is `{base}/v2/uploads/{id}`. When a job names such a URL the worker reads the
 upload from storage for the job's own account, never over the network; another account's
 upload is refused exactly like a missing one.
+
+A data URI in a submitted job is saved the same way (api/routes/edit.py): the job keeps the
+upload URL, so its row holds no image bytes, listing jobs never reads them, and the worker reads
+the image as it reads any upload.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -35,19 +40,24 @@ def upload_id(url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def content_type(data: bytes) -> tuple[str, str]:
+def content_type(data: bytes, subject: str = "The file") -> tuple[str, str]:
     """(content type, extension) sniffed from the bytes; raises NotAnImage with a sentence."""
     kind = sniff_format(data)
     if kind in TYPES:
         return TYPES[kind]
     seen = f"it looks like {kind}" if kind else "its content is not a known image format"
-    raise NotAnImage(f"The file is not a JPEG, PNG or WebP image ({seen}).")
+    raise NotAnImage(f"{subject} is not a JPEG, PNG or WebP image ({seen}).")
 
 
 async def save(
-    db: Database, store: BlobStore, account_id: str, data: bytes, ttl: timedelta
+    db: Database,
+    store: BlobStore,
+    account_id: str,
+    data: bytes,
+    ttl: timedelta,
+    subject: str = "The file",
 ) -> dict[str, Any]:
-    mime, ext = content_type(data)
+    mime, ext = content_type(data, subject)
     now = utcnow()
     row = {
         "id": str(uuid.uuid4()),
@@ -65,6 +75,17 @@ async def save(
     async with db.write() as conn:
         await conn.execute(files.insert().values(**row))
     return row
+
+
+async def discard(db: Database, store: BlobStore, rows: Iterable[dict[str, Any]]) -> None:
+    """Remove uploads saved for a submit that then did not queue a job (refused, or replayed)."""
+    rows = list(rows)
+    if not rows:
+        return
+    for row in rows:
+        await store.delete(row["storage_key"])
+    async with db.write() as conn:
+        await conn.execute(files.delete().where(files.c.id.in_([row["id"] for row in rows])))
 
 
 async def find(db: Database, account_id: str, file_id: str) -> dict[str, Any] | None:

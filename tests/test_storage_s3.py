@@ -44,7 +44,10 @@ def test_results_live_in_the_bucket(tmp_path: Path, backend: str, s3: S3, file_u
             assert job["status"] == "COMPLETED", job
             url = job["result"]["images"][0]
             stored = s3.keys(bucket)
-            assert len(stored) == 1 and stored[0].startswith("ff/outputs/") and stored[0].endswith(".png")
+            outputs = [k for k in stored if k.startswith("ff/outputs/")]
+            assert len(outputs) == 1 and outputs[0].endswith(".png")
+            # The image and mask, sent as data URIs, were stored there as the account's uploads.
+            assert len([k for k in stored if k.startswith("ff/uploads/")]) == 2 == len(stored) - 1
             if file_urls == "presigned":
                 assert url.startswith(f"{s3.endpoint}/{bucket}/ff/outputs/") and "X-Amz-Signature" in url
             else:

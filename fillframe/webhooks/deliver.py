@@ -1,18 +1,25 @@
-"""The webhook outbox and its delivery loop.
+"""The webhook outbox and its delivery.
 
 Terminal events (`completed`, `failed`) are rows in `webhook_deliveries`, inserted by
 `enqueue` inside the transaction that ends the job (jobs/service.py), so a job can never end
 without its webhook nor the webhook exist for a job that did not end. Worker processes deliver
-them: a claim is one UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING statement (with FOR
+them: a claim takes a batch of due rows with one UPDATE ... WHERE id IN (...) RETURNING (FOR
 UPDATE SKIP LOCKED on PostgreSQL, under BEGIN IMMEDIATE on SQLite) that also pushes
-`next_attempt_at` one lease ahead, so a worker killed mid-attempt leaves a row another worker
+`next_attempt_at` one lease ahead, so a worker killed mid-attempt leaves rows another worker
 retries once the lease runs out.
 
+Isolation per destination: each process keeps up to `webhook_concurrency` attempts in flight at
+once, at most `webhook_per_host` of them to one destination (scheme, host and port). A claim
+skips the rows of destinations already at their cap, so a tenant whose receivers hang holds at
+most that many slots per host, each for at most `webhook_timeout_seconds`, and everyone else's
+deliveries go out past them.
+
 Schedule: attempts at 0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h after the
-first, each gap with +-10 % jitter (`webhook_schedule_scale` shrinks it for tests). A 2xx ends
-it; a 410, a target the address guard refuses, or the tenth failure ends it as failed. Redirects
-are never followed (they count as failures). Each attempt resolves the URL, checks every address
-with the same guard as image URLs (imaging/fetch.py) and connects to the checked address only.
+first, each gap with +-10 % jitter (`webhook_schedule_scale` shrinks it for tests), read from a
+`Clock` so tests move through it without sleeping. A 2xx ends it; a 410, a target the address
+guard refuses, or the tenth failure ends it as failed. Redirects are never followed (they count
+as failures). Each attempt resolves the URL, checks every address with the same guard as image
+URLs (imaging/fetch.py) and connects to the checked address only.
 
 Progress events are different: best-effort, throttled to one a second per job, sent straight
 from the worker running the job (`ProgressSender`), never stored, never retried.
@@ -25,17 +32,20 @@ import contextlib
 import logging
 import os
 import random
+import re
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
+from fillframe.clock import SYSTEM, Clock
 from fillframe.db import Connection, Database, api_keys, jobs, utcnow, webhook_deliveries
 from fillframe.imaging.fetch import Refused, Unresolved, checked_addresses, send_pinned, tls_context
 from fillframe.settings import Settings
@@ -73,12 +83,21 @@ def retry_delay(attempts_made: int, scale: float = 1.0, rand: float = 0.5) -> fl
 # --- the outbox --------------------------------------------------------------------------------
 
 
-async def enqueue(conn: Connection, job_id: str, event: str, url: str, payload: dict[str, Any]) -> str:
+async def enqueue(
+    conn: Connection,
+    job_id: str,
+    event: str,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    now: datetime | None = None,
+) -> str:
     """Inside the transaction that ends the job: queue its webhook, mark the job pending.
 
     Returns the webhook id. The body is fixed now, so every attempt sends the same bytes.
+    `now`: the ending transaction's time (its clock's), due at once.
     """
-    now = utcnow()
+    now = now or utcnow()
     webhook_id = new_webhook_id()
     await conn.execute(
         d.insert().values(
@@ -100,12 +119,99 @@ async def enqueue(conn: Connection, job_id: str, event: str, url: str, payload: 
 
 async def signing_key(conn: Connection, job_id: str) -> bytes | None:
     """The key a job's webhooks are signed with, from the key that created it (even if revoked)."""
-    key_hash = await conn.scalar(
-        sa.select(api_keys.c.key_hash)
+    return (await signing_keys(conn, [job_id])).get(job_id)
+
+
+async def signing_keys(conn: Connection, job_ids: Iterable[str]) -> dict[str, bytes]:
+    """`signing_key` for many jobs in one query; jobs whose key is gone are absent."""
+    rows = await conn.execute(
+        sa.select(jobs.c.id, api_keys.c.key_hash)
         .select_from(jobs.join(api_keys, jobs.c.api_key_id == api_keys.c.id))
-        .where(jobs.c.id == job_id)
+        .where(jobs.c.id.in_(list(job_ids)))
     )
-    return None if key_hash is None else sign.key_from_hash(key_hash)
+    return {row.id: sign.key_from_hash(row.key_hash) for row in rows}
+
+
+def destination(url: str) -> str:
+    """What the per-host cap counts: `scheme://host:port`, lower-case, with the default port."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return url  # fails on its first attempt anyway; a destination of its own
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return f"{parsed.scheme}://{parsed.host.lower()}:{port}"
+
+
+def origin(url: str) -> str | None:
+    """`scheme://netloc` as spelled in `url`: the claim query skips the URLs of origins whose
+    destination is at its cap (the SQL cannot parse URLs; `pick` checks what it lets through)."""
+    scheme, sep, rest = url.partition("://")
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return f"{scheme}://{netloc}" if sep and netloc else None
+
+
+def _not_at(spelled: str) -> sa.ColumnElement[bool]:
+    """The URL is not `spelled` (an origin) or a URL under it."""
+    under = [d.c.url.startswith(spelled + end, autoescape=True) for end in "/?#"]
+    return sa.not_(sa.or_(d.c.url == spelled, *under))
+
+
+class HostSlots:
+    """Attempts in flight from this process, counted per destination, against a cap per host."""
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host = per_host
+        self.busy: Counter[str] = Counter()
+        self._spellings: dict[str, Counter[str]] = {}
+
+    def room(self, host: str) -> int:
+        return max(self.per_host - self.busy[host], 0)
+
+    def take(self, url: str) -> str:
+        host = destination(url)
+        self.busy[host] += 1
+        spelled = origin(url)
+        if spelled is not None:
+            self._spellings.setdefault(host, Counter())[spelled] += 1
+        return host
+
+    def give(self, url: str) -> None:
+        host = destination(url)
+        self.busy[host] -= 1
+        if self.busy[host] <= 0:
+            del self.busy[host]
+        spellings = self._spellings.get(host)
+        spelled = origin(url)
+        if spellings is not None and spelled is not None:
+            spellings[spelled] -= 1
+            if spellings[spelled] <= 0:
+                del spellings[spelled]
+            if not spellings:
+                del self._spellings[host]
+
+    def full_origins(self) -> list[str]:
+        """Origins, as spelled, of the destinations at their cap (for the claim to skip in SQL)."""
+        return sorted(
+            spelled
+            for host, spellings in self._spellings.items()
+            if self.room(host) == 0
+            for spelled in spellings
+        )
+
+
+def pick(candidates: Iterable[tuple[str, str]], room: Mapping[str, int] | HostSlots, limit: int) -> list[str]:
+    """Ids of at most `limit` candidates `(id, url)`, in order, none past its host's room."""
+    taken: Counter[str] = Counter()
+    chosen: list[str] = []
+    for row_id, url in candidates:
+        if len(chosen) >= limit:
+            break
+        host = destination(url)
+        free = room.room(host) if isinstance(room, HostSlots) else room.get(host, 0)
+        if taken[host] < free:
+            taken[host] += 1
+            chosen.append(row_id)
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -122,24 +228,43 @@ class Claimed:
     key: bytes | None
 
 
-async def claim(db: Database, token: str, lease_seconds: float) -> Claimed | None:
-    """Take the delivery due longest ago, count the attempt and lease it to `token`."""
-    now = utcnow()
-    due = (
-        sa.select(d.c.id)
-        .where(d.c.status == "pending", d.c.next_attempt_at <= now)
-        .order_by(d.c.next_attempt_at)
-        .limit(1)
-    )
-    # Idle pollers look before they lock: a read takes no write lock and most polls find nothing.
+# Due rows read per claim, per free slot: enough to find other destinations' rows behind a
+# run of rows for destinations at their cap.
+_SCAN_PER_SLOT = 8
+_MAX_SCAN = 2000
+
+
+async def claim(
+    db: Database,
+    token: str,
+    lease_seconds: float,
+    *,
+    limit: int = 1,
+    slots: HostSlots | None = None,
+    clock: Clock = SYSTEM,
+) -> list[Claimed]:
+    """Take up to `limit` deliveries due longest ago, count the attempt and lease them to `token`,
+    none to a destination `slots` says is at its cap. Idle pollers only read."""
+    now = clock.now()
+    slots = slots or HostSlots(limit)
+    due = sa.select(d.c.id, d.c.url).where(d.c.status == "pending", d.c.next_attempt_at <= now)
+    for spelled in slots.full_origins():
+        due = due.where(_not_at(spelled))
+    due = due.order_by(d.c.next_attempt_at).limit(min(limit * _SCAN_PER_SLOT, _MAX_SCAN))
+    # A read takes no write lock, and most polls find nothing.
     async with db.read() as conn:
-        if await conn.scalar(due) is None:
-            return None
+        chosen = pick([(row.id, row.url) for row in await conn.execute(due)], slots, limit)
+    if not chosen:
+        return []
+    still_due = sa.select(d.c.id).where(
+        d.c.id.in_(chosen), d.c.status == "pending", d.c.next_attempt_at <= now
+    )
     if not db.is_sqlite:
-        due = due.with_for_update(skip_locked=True)
+        # Another process may be claiming the same rows: skip those it holds, never wait on them.
+        still_due = still_due.with_for_update(skip_locked=True)
     stmt = (
         d.update()
-        .where(d.c.id == due.scalar_subquery(), d.c.status == "pending")
+        .where(d.c.id.in_(still_due))
         .values(
             attempts=d.c.attempts + 1,
             locked_by=token,
@@ -149,11 +274,13 @@ async def claim(db: Database, token: str, lease_seconds: float) -> Claimed | Non
         .returning(d.c.id, d.c.job_id, d.c.event, d.c.url, d.c.payload, d.c.attempts)
     )
     async with db.write() as conn:
-        row = (await conn.execute(stmt)).first()
-        if row is None:
-            return None
-        key = await signing_key(conn, row.job_id)
-    return Claimed(row.id, row.job_id, row.event, row.url, row.payload.encode(), row.attempts, token, key)
+        rows = (await conn.execute(stmt)).all()
+        keys = await signing_keys(conn, {row.job_id for row in rows}) if rows else {}
+    order = {row_id: i for i, row_id in enumerate(chosen)}
+    return [
+        Claimed(r.id, r.job_id, r.event, r.url, r.payload.encode(), r.attempts, token, keys.get(r.job_id))
+        for r in sorted(rows, key=lambda r: order[r.id])
+    ]
 
 
 @dataclass(frozen=True)
@@ -177,12 +304,14 @@ def judge(status_code: int) -> Verdict:
     return Verdict("retry", status_code, f"the receiver answered {status_code}")
 
 
-async def record(db: Database, claimed: Claimed, verdict: Verdict, scale: float) -> str:
+async def record(
+    db: Database, claimed: Claimed, verdict: Verdict, scale: float, clock: Clock = SYSTEM
+) -> str:
     """Store an attempt's verdict and schedule the next; returns the delivery's new status.
 
     Ignored (returns "lost") if the claim ran out and another worker took the delivery over.
     """
-    now = utcnow()
+    now = clock.now()
     status = verdict.outcome
     next_at = now
     if status == "retry":
@@ -264,34 +393,74 @@ async def attempt(claimed: Claimed, *, allow_private: bool, timeout: float) -> V
     return await post(claimed.url, claimed.body, headers, allow_private=allow_private, timeout=timeout)
 
 
-# --- the loop ------------------------------------------------------------------------------------
+# --- the dispatcher -----------------------------------------------------------------------------
 
 
 _MIN_POLL_SECONDS = 0.5
 
 
 class Deliverer:
-    """Delivers due outbox rows from this process; any number of processes may run one."""
+    """Delivers due outbox rows from this process; any number of processes may run one.
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    Up to `webhook_concurrency` attempts run at once as tasks, at most `webhook_per_host` to one
+    destination; a finished attempt frees its slot and wakes the claim at once.
+    """
+
+    def __init__(self, db: Database, settings: Settings, clock: Clock = SYSTEM) -> None:
         self.db = db
         self.settings = settings
+        self.clock = clock
+        self.capacity = max(settings.webhook_concurrency, 1)
+        self.slots = HostSlots(settings.webhook_per_host)
         self.token_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[str]] = set()
 
     def wake(self) -> None:
         """A delivery was just queued in this process: look now rather than at the next poll."""
         self._wake.set()
 
-    async def deliver_one(self) -> str | None:
-        """Claim one due delivery and attempt it. Returns its new status, or None if none was due."""
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def claim_and_start(self) -> list[asyncio.Task[str]]:
+        """Claim what the free slots allow and start an attempt task for each."""
+        free = self.capacity - len(self._in_flight)
+        if free <= 0:
+            return []
         timeout = self.settings.webhook_timeout_seconds
         token = f"{self.token_prefix}:{uuid.uuid4().hex[:8]}"
-        claimed = await claim(self.db, token, timeout + _LEASE_MARGIN_SECONDS)
-        if claimed is None:
-            return None
-        verdict = await attempt(claimed, allow_private=self.settings.allow_private_urls, timeout=timeout)
-        status = await record(self.db, claimed, verdict, self.settings.webhook_schedule_scale)
+        claimed = await claim(
+            self.db, token, timeout + _LEASE_MARGIN_SECONDS, limit=free, slots=self.slots, clock=self.clock
+        )
+        started = []
+        for one in claimed:
+            self.slots.take(one.url)
+            task = asyncio.create_task(self._attempt(one))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+            started.append(task)
+        return started
+
+    def _finished(self, task: asyncio.Task[str]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()  # a slot is free: rows waiting on it may go now
+
+    async def _attempt(self, claimed: Claimed) -> str:
+        try:
+            verdict = await attempt(
+                claimed,
+                allow_private=self.settings.allow_private_urls,
+                timeout=self.settings.webhook_timeout_seconds,
+            )
+            status = await record(self.db, claimed, verdict, self.settings.webhook_schedule_scale, self.clock)
+        except Exception:
+            # The lease brings the row back to some deliverer; this one only logs.
+            log.exception("webhook %s: attempt %d could not be recorded", claimed.id, claimed.attempts)
+            return "lost"
+        finally:
+            self.slots.give(claimed.url)
         log.info(
             "webhook %s (%s, job %s) attempt %d: %s%s",
             claimed.id,
@@ -303,26 +472,35 @@ class Deliverer:
         )
         return status
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run `webhook_concurrency` delivery loops until `stop` is set."""
-        loops = [self._loop(stop) for _ in range(self.settings.webhook_concurrency)]
-        await asyncio.gather(*loops)
+    async def deliver_due(self) -> list[str]:
+        """Claim what is due now (as far as the slots allow) and wait for those attempts; returns
+        their new statuses. One step of `run`, for tests and tools that move a fake clock."""
+        started = await self.claim_and_start()
+        return list(await asyncio.gather(*started))
 
-    async def _loop(self, stop: asyncio.Event) -> None:
-        # Stopped by `stop` only, never cancelled: a cancel inside a database call can leave
-        # its transaction open (see jobs/worker.py).
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and start attempts until `stop` is set, then let those in flight finish.
+
+        Never cancelled: a cancel inside a database call can leave its transaction open (see
+        jobs/worker.py); each attempt ends by its own timeout.
+        """
         while not stop.is_set():
             try:
-                if await self.deliver_one() is not None:
-                    continue
+                started = await self.claim_and_start()
             except Exception:
-                log.exception("webhook delivery failed; retrying")
+                log.exception("webhook claim failed; retrying")
+                started = []
+            if started:
+                continue  # there may be more due behind them (the next claim says)
             await self._idle(stop)
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
 
     async def _idle(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-        # Deliveries queued here wake us at once; the poll finds retries coming due and deliveries
-        # queued by other processes, and need not be as eager as the job queue's.
+        # Deliveries queued here and finished attempts wake us at once; the poll finds retries
+        # coming due and deliveries queued by other processes, and need not be as eager as the
+        # job queue's.
         poll = max(self.settings.poll_seconds, _MIN_POLL_SECONDS)
         await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:

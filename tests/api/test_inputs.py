@@ -1,5 +1,5 @@
 """Hostile and broken inputs with private URLs NOT allowed: a clear 400 or a FAILED job with
-`invalid_input`, never a 500 and never a hang."""
+`invalid_input`, never a 500 and never a hang. (More on data URIs: test_data_uris.py.)"""
 
 from __future__ import annotations
 
@@ -126,8 +126,16 @@ def test_truncated_png(client: httpx.Client) -> None:
     failed_with_invalid_input(client, edit_body(b64(whole[: len(whole) // 2]), data_uri(MASK)), "")
 
 
+def refused_at_submit(client: httpx.Client, body: dict, fragment: str) -> None:
+    """A data URI that is no JPEG, PNG or WebP is known bad when it is stored: a 400 names it."""
+    response = client.post("/v2/images/edit", json=body)
+    assert response.status_code == 400, response.text
+    [message] = response.json()["details"]["fluxFillParams.image"]
+    assert "not a JPEG, PNG or WebP image" in message and fragment in message, message
+
+
 def test_text_file_as_image(client: httpx.Client) -> None:
-    failed_with_invalid_input(client, edit_body(b64(b"hello, world\n" * 50), data_uri(MASK)), "")
+    refused_at_submit(client, edit_body(b64(b"hello, world\n" * 50), data_uri(MASK)), "not a known")
 
 
 def test_mask_of_the_wrong_size(client: httpx.Client) -> None:
@@ -139,4 +147,4 @@ def test_mask_of_the_wrong_size(client: httpx.Client) -> None:
 def test_gif_refused_clearly(client: httpx.Client) -> None:
     buf = io.BytesIO()
     Image.fromarray(RGB).save(buf, "GIF")
-    failed_with_invalid_input(client, edit_body(b64(buf.getvalue(), "gif"), data_uri(MASK)), "")
+    refused_at_submit(client, edit_body(b64(buf.getvalue(), "gif"), data_uri(MASK)), "looks like GIF")

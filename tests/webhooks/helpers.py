@@ -9,12 +9,19 @@ from typing import Any
 import httpx
 import numpy as np
 
+from fillframe.contract import EditRequest
 from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body
 
 IMAGE = data_uri(np.full((32, 32, 3), 70, np.uint8))
 MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 12))
 BAD_MASK = data_uri(np.zeros((10, 10), np.uint8))  # another size than IMAGE: invalid_input
+
+
+def edit_request(webhook_url: str) -> EditRequest:
+    """The small job's request, validated, for tests that submit in-process."""
+    body = {**edit_body(IMAGE, MASK), "webhookUrl": webhook_url}
+    return EditRequest.model_validate(body)
 
 
 def submit(client: httpx.Client, webhook_url: str, mask: str = MASK, **extra: Any) -> str:

@@ -30,14 +30,23 @@ class Receiver:
     """An HTTP server that answers POSTs with `answers` in order, then 200 to all.
 
     `host="0.0.0.0"` listens on every interface (the guard test needs a target that would be
-    reachable if the guard let the request through); `port=0` picks a free one.
+    reachable if the guard let the request through); `port=0` picks a free one. With `hold`,
+    every request is recorded on arrival and answered only once `hold` is set (a hanging
+    receiver); `open` and `most_open` count requests arrived and not yet answered.
     """
 
     def __init__(
-        self, answers: list[int | Answer] | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        answers: list[int | Answer] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        hold: threading.Event | None = None,
     ) -> None:
         self.answers = [a if isinstance(a, Answer) else Answer(a) for a in answers or []]
         self.hits: list[Hit] = []
+        self.open = 0
+        self.most_open = 0
         self._changed = threading.Condition()
         receiver = self
 
@@ -49,6 +58,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 answer = receiver._arrive(self.path, headers, body)
+                if hold is not None:
+                    hold.wait()
+                with receiver._changed:
+                    receiver.open -= 1
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
@@ -68,6 +81,8 @@ class Receiver:
         with self._changed:
             answer = self.answers.pop(0) if self.answers else Answer(200)
             self.hits.append(Hit(path, headers, body, answer.status))
+            self.open += 1
+            self.most_open = max(self.most_open, self.open)
             self._changed.notify_all()
             return answer
 

@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 
 from fillframe.accounts import authenticate, create_key, revoke_key
-from fillframe.contract import EditRequest
 from fillframe.db import Database, accounts, jobs, webhook_deliveries
 from fillframe.jobs import queue, service
 from fillframe.jobs.service import Outcome, StoredFile
@@ -21,7 +20,7 @@ from fillframe.settings import Settings
 from fillframe.storage import BlobStore, Linker
 from fillframe.webhooks import verify
 from fillframe.webhooks.deliver import Deliverer
-from tests.webhooks.helpers import IMAGE, MASK
+from tests.webhooks.helpers import edit_request
 from tests.webhooks.receiver import Receiver
 
 DAY = timedelta(days=1)
@@ -41,16 +40,6 @@ OUTBOX_UP = {
     "sqlite": ["DROP TRIGGER outbox_down"],
     "postgresql": ["DROP TRIGGER outbox_down ON webhook_deliveries"],
 }
-
-
-def edit_request(webhook_url: str) -> EditRequest:
-    body = {
-        "model": "flux-fill-pro",
-        "prompt": "fill it",
-        "fluxFillParams": {"image": IMAGE, "mask": MASK},
-        "webhookUrl": webhook_url,
-    }
-    return EditRequest.model_validate(body)
 
 
 async def execute(db: Database, statements: list[str]) -> None:

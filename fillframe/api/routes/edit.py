@@ -1,19 +1,25 @@
-"""POST /v2/images/edit: validate, guard the URLs, then one transaction that counts the rate,
-holds the credits and queues the job (or replays an idempotent repeat)."""
+"""POST /v2/images/edit: validate, guard the URLs, store data URIs as uploads, then one
+transaction that counts the rate, holds the credits and queues the job (or replays an
+idempotent repeat).
+
+Data URIs never reach the job row: each is decoded off the event loop and saved as the
+account's upload (api/data_uris.py cuts the long ones out of the body before it is parsed), and
+the job keeps the upload URL, which is also what its `input` shows."""
 
 from __future__ import annotations
 
 import re
 import time
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from fillframe import uploads
 from fillframe.accounts import Caller
-from fillframe.api.deps import CallerDep, DbDep, LinkerDep, SettingsDep
+from fillframe.api.data_uris import Cut, DataUriRoute, off_loop
+from fillframe.api.deps import CallerDep, DbDep, LinkerDep, SettingsDep, StoreDep
 from fillframe.api.errors import ApiError
 from fillframe.api.openapi import RATE_LIMIT_HEADERS
 from fillframe.billing import InsufficientCredits
@@ -27,14 +33,17 @@ from fillframe.contract import (
     source_kind,
 )
 from fillframe.db import Database
-from fillframe.imaging.fetch import check_url
+from fillframe.errors import InvalidInput
+from fillframe.imaging.fetch import check_url, parse_data_uri
 from fillframe.jobs import service
 from fillframe.jobs.idempotency import MAX_KEY_LENGTH, IdempotencyKey, KeyReused
 from fillframe.jobs.queue import Notifier
 from fillframe.jobs.store import get_job, job_view
 from fillframe.limits import RateLimited
+from fillframe.settings import Settings
+from fillframe.storage import BlobStore
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=DataUriRoute)
 
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
@@ -62,6 +71,85 @@ async def check_sources(req: EditRequest, caller: Caller, db: Database, allow_pr
     if details:
         path, messages = next(iter(details.items()))
         raise ApiError(400, f"Invalid request: {path} {messages[0]}", details=details)
+
+
+async def store_data_uris(
+    req: EditRequest,
+    cuts: dict[str, Cut],
+    caller: Caller,
+    db: Database,
+    store: BlobStore,
+    settings: Settings,
+    base: str,
+) -> tuple[EditRequest, list[dict[str, Any]]]:
+    """The request with each data-URI image or mask replaced by the URL of the upload it was
+    saved as, and those uploads (to discard if no job is queued). Raises a 400 naming the field."""
+    params = req.fluxFillParams
+    if set(cuts) - {params.image, params.mask}:
+        # Every other string field is far shorter than a cut-out one: it could not be valid.
+        raise ApiError(400, "Invalid request: a data URI may only be fluxFillParams.image or .mask.")
+    saved: list[dict[str, Any]] = []
+    urls: dict[str, str] = {}
+    try:
+        for field in ("image", "mask"):
+            value = getattr(params, field)
+            if value is None or source_kind(value) != "data":
+                continue
+            cut = cuts.get(value)
+            try:
+                source = await off_loop(cut.value) if cut else value
+                data = await off_loop(parse_data_uri, source, settings.max_image_bytes, what=field)
+                ttl = timedelta(hours=settings.upload_ttl_hours)
+                subject = f"The {field} data URI"
+                row = await uploads.save(db, store, caller.account_id, data, ttl, subject=subject)
+            except (InvalidInput, uploads.NotAnImage) as exc:
+                path = f"fluxFillParams.{field}"
+                raise ApiError(400, f"Invalid request: {path}: {exc}", details={path: [str(exc)]}) from None
+            saved.append(row)
+            urls[field] = f"{base}/v2/uploads/{row['id']}"
+    except BaseException:
+        await uploads.discard(db, store, saved)
+        raise
+    if not urls:
+        return req, saved
+    return req.model_copy(update={"fluxFillParams": params.model_copy(update=urls)}), saved
+
+
+async def queue_job(
+    db: Database,
+    caller: Caller,
+    req: EditRequest,
+    settings: Settings,
+    idem: IdempotencyKey | None,
+    base_url: str,
+    notify_done: bool,
+) -> service.Submitted:
+    """service.submit, its refusals turned into the contract's 429, 402 and 409."""
+    limit = caller.rate_limit_per_minute
+    try:
+        return await service.submit(
+            db,
+            caller,
+            req,
+            cost=settings.model_costs.get(req.model, 0),
+            max_attempts=settings.max_attempts,
+            rate_limit=settings.rate_limit_per_minute if limit is None else limit,
+            idem=idem,
+            idem_ttl=timedelta(hours=settings.idempotency_ttl_hours),
+            base_url=base_url,
+            notify_done=notify_done,
+        )
+    except RateLimited as exc:
+        headers = {**exc.state.headers(), "Retry-After": str(exc.state.reset_seconds)}
+        raise ApiError(429, f"{exc} Retry after {exc.state.reset_seconds} s.", headers=headers) from None
+    except InsufficientCredits as exc:
+        raise ApiError(
+            402,
+            "Insufficient credits",
+            extra={"creditsRequired": exc.required, "creditsAvailable": exc.available},
+        ) from None
+    except KeyReused as exc:
+        raise ApiError(409, str(exc)) from None
 
 
 def parse_prefer_wait(prefer: str | None, ceiling: int) -> int | None:
@@ -109,6 +197,7 @@ async def submit_edit(
     request: Request,
     caller: CallerDep,
     db: DbDep,
+    store: StoreDep,
     settings: SettingsDep,
     linker: LinkerDep,
     idempotency_key: Annotated[
@@ -124,34 +213,18 @@ async def submit_edit(
             raise ApiError(400, f"The Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} characters long.")
         idem = IdempotencyKey.of(idempotency_key, req.model_dump_json())
     await check_sources(req, caller, db, settings.allow_private_urls)
+    cuts = getattr(request.state, "data_uris", {})
+    req, saved = await store_data_uris(req, cuts, caller, db, store, settings, linker.base_url)
     wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
-    limit = caller.rate_limit_per_minute
     try:
-        submitted = await service.submit(
-            db,
-            caller,
-            req,
-            cost=settings.model_costs.get(req.model, 0),
-            max_attempts=settings.max_attempts,
-            rate_limit=settings.rate_limit_per_minute if limit is None else limit,
-            idem=idem,
-            idem_ttl=timedelta(hours=settings.idempotency_ttl_hours),
-            base_url=linker.base_url,
-            notify_done=bool(wait),
-        )
-    except RateLimited as exc:
-        headers = {**exc.state.headers(), "Retry-After": str(exc.state.reset_seconds)}
-        raise ApiError(429, f"{exc} Retry after {exc.state.reset_seconds} s.", headers=headers) from None
-    except InsufficientCredits as exc:
-        raise ApiError(
-            402,
-            "Insufficient credits",
-            extra={"creditsRequired": exc.required, "creditsAvailable": exc.available},
-        ) from None
-    except KeyReused as exc:
-        raise ApiError(409, str(exc)) from None
+        submitted = await queue_job(db, caller, req, settings, idem, linker.base_url, bool(wait))
+    except BaseException:
+        await uploads.discard(db, store, saved)  # no job will read them
+        raise
     headers = submitted.rate.headers() if submitted.rate else {}
-    if not submitted.replayed:
+    if submitted.replayed:
+        await uploads.discard(db, store, saved)  # the original job has its own
+    else:
         request.app.state.notifier.notify()
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait}"
