@@ -173,8 +173,8 @@ class Me:
 class Model:
     """One entry of `GET /v2/models`: a model, where to send it, and what it costs in credits.
 
-    Fillframe says `name` and `creditCost`; Apiframe's catalog says `label` and `costMin`/`costMax`:
-    `name` and `credit_cost` read either.
+    Apiframe's catalog says `label` and `costMin`/`costMax` (Fillframe before teams said `name`
+    and `creditCost`): `name` and `credit_cost` read either.
     """
 
     id: str
@@ -188,6 +188,9 @@ class Model:
     params_key: str | None = None
     engine: str | None = None
     pricing_mode: str | None = None
+    label: str | None = None
+    cost_min: int | None = None
+    cost_max: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Model:
@@ -204,6 +207,9 @@ class Model:
             params_key=data.get("paramsKey"),
             engine=data.get("engine"),
             pricing_mode=data.get("pricingMode"),
+            label=data.get("label"),
+            cost_min=data.get("costMin"),
+            cost_max=data.get("costMax"),
         )
 
 
