@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Builds the container image (Containerfile) with podman and smoke-tests it, on a machine that has
+# no container runtime that can run it: the image's root file system is mounted read-only
+# (`podman image mount`) and its own entry point runs in a chroot with a private mount and PID
+# namespace (fresh /proc, the host's /dev, a tmpfs /tmp, a host folder as the /data volume), as
+# the image's user, with the image's environment and working folder: what `docker run
+# --read-only` does, less the network namespace (the server listens on a loopback port).
+#
+#   scripts/image.sh                 build $IMAGE, smoke-test it, and check that the smoke test
+#                                    fails for the same image without OpenCV
+#   scripts/image.sh --smoke IMAGE   smoke-test an image built elsewhere
+#
+# Installs podman (and debootstrap, when debian:bookworm-slim cannot be pulled: then a local
+# bookworm base is made) with apt-get when missing. The host's CA bundle (BUILD_CA) is handed to
+# the build as a secret for a TLS-intercepting proxy; it is not written into the image.
+# Settings: IMAGE (default localhost/fillframe:ci), EXTRAS (build argument; `flux` is the GPU
+# worker, too large to smoke-test here), BASE, BUILD_CA, DEBIAN_MIRROR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGE=${IMAGE:-localhost/fillframe:ci}
+BASE=${BASE:-docker.io/library/debian:bookworm-slim}
+LOCAL_BASE=localhost/fillframe-base:bookworm
+BUILD_CA=${BUILD_CA:-/etc/ssl/certs/ca-certificates.crt}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+log() { printf '[image.sh %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+# Everything made on the way is undone on any exit: mounts, servers, folders.
+CLEANUP=()
+cleanup() {
+  local i
+  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[i]}" || true; done
+  CLEANUP=()
+}
+trap cleanup EXIT
+WORK=$(mktemp -d /tmp/fillframe-image.XXXXXX)
+CLEANUP+=("rm -rf '$WORK'")
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  log "installing $* with apt-get"
+  apt-get install -y -qq "$@" >"$WORK/apt.log" 2>&1 \
+    || { apt-get update -qq >>"$WORK/apt.log" 2>&1 && apt-get install -y -qq "$@" >>"$WORK/apt.log" 2>&1; } \
+    || { cat "$WORK/apt.log" >&2; die "could not install $*"; }
+}
+
+make_local_base() {
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  log "$BASE cannot be pulled: making $LOCAL_BASE with debootstrap from $DEBIAN_MIRROR"
+  local root="$WORK/base"
+  debootstrap --variant=minbase bookworm "$root" "$DEBIAN_MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+    || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
+  # Like Docker Hub's slim image: no documentation, manual pages or translations, now or from
+  # later installs; no package lists or downloaded packages; updates and security updates on.
+  cat >"$root/etc/dpkg/dpkg.cfg.d/slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/lintian/*
+EOF
+  find "$root/usr/share/doc" -mindepth 2 ! -name copyright -delete 2>/dev/null || true
+  rm -rf "$root"/usr/share/{man,info,locale,lintian}/* "$root"/var/lib/apt/lists/* \
+    "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/log/*.log
+  rm -f "$root/etc/apt/sources.list"
+  cat >"$root/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: $DEBIAN_MIRROR
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: ${DEBIAN_MIRROR%/debian}/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  tar -C "$root" -c . | podman import -q --change 'CMD ["bash"]' - "$LOCAL_BASE" >/dev/null
+  rm -rf "$root"
+}
+
+pick_base() {
+  if podman image exists "$BASE" || timeout 120 podman pull -q "$BASE" >/dev/null 2>&1; then
+    echo "$BASE"
+    return
+  fi
+  podman image exists "$LOCAL_BASE" || make_local_base
+  echo "$LOCAL_BASE"
+}
+
+build() {
+  local base started old secret=()
+  base=$(pick_base)
+  [ -r "$BUILD_CA" ] && secret=(--secret "id=build-ca,src=$BUILD_CA")
+  old=$(podman image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+  log "building $IMAGE on $base${EXTRAS:+ with EXTRAS=$EXTRAS}"
+  started=$(date +%s)
+  # --format docker: the OCI format has no HEALTHCHECK.
+  podman build --isolation chroot --format docker --build-arg "BASE=$base" \
+    --build-arg "EXTRAS=${EXTRAS:-}" "${secret[@]}" -t "$IMAGE" -f Containerfile . >"$WORK/build.log" 2>&1 \
+    || { tail -40 "$WORK/build.log" >&2; die "podman build failed (log above)"; }
+  BUILD_SECONDS=$(($(date +%s) - started))
+  # The image this build replaced would otherwise stay behind, untagged, on every run.
+  if [ -n "$old" ] && [ "$old" != "$(podman image inspect -f '{{.Id}}' "$IMAGE")" ]; then
+    podman rmi -f "$old" >/dev/null 2>&1 || true
+  fi
+  log "built $IMAGE in ${BUILD_SECONDS} s: $(image_mb "$IMAGE") MB"
+}
+
+image_mb() { echo $(($(podman image inspect -f '{{.Size}}' "$1") / 1000000)); }
+
+# in_image DATA -- COMMAND...: runs COMMAND in the mounted image as its container would (DATA is
+# the host folder mounted at /data, or - for none: then /data is the image's read-only folder).
+# The mounts live in the command's own mount namespace, so none outlives it. It execs: call it in
+# a subshell, `(in_image ...)`, so that a background one's $! is unshare's PID.
+in_image() {
+  local data=$1
+  shift 2
+  exec unshare --mount --pid --fork --mount-proc="$ROOT/proc" \
+    bash -c 'set -e; root=$1 data=$2 user=$3; shift 3
+      mount --rbind /dev "$root/dev"
+      mount -t tmpfs -o mode=1777,size=512m tmpfs "$root/tmp"
+      [ "$data" = - ] || mount --bind "$data" "$root/data"
+      exec chroot --userspec="$user" "$root" /usr/bin/env -i "$@"' \
+    _ "$ROOT" "$data" "$USERSPEC" "${IMAGE_ENV[@]}" "${RUN_ENV[@]}" \
+    /bin/sh -c 'cd "$0" && exec "$@"' "$WORKDIR" "$@"
+}
+
+# ns_pid1 PID: the host's PID of the first process in the namespace that `unshare` PID made (the
+# server itself, after the execs). unshare ignores SIGTERM, and its --kill-child does not survive
+# chroot's change of user, so this is the process to signal.
+ns_pid1() {
+  local child
+  for _ in $(seq 50); do
+    child=$(cat "/proc/$1/task/$1/children" 2>/dev/null || true)
+    [ -n "$child" ] && { echo "${child%% *}"; return; }
+    sleep 0.1
+  done
+  return 1
+}
+
+# stop PID1 SECONDS: SIGTERM, then SIGKILL after SECONDS; the PID namespace dies with its first process.
+stop() {
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq $(($2 * 10))); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+
+# in_server_ns PID1 COMMAND...: COMMAND in the server's namespaces, the way a HEALTHCHECK runs.
+in_server_ns() {
+  local pid1=$1
+  shift
+  nsenter --target "$pid1" --mount --pid -- chroot --userspec="$USERSPEC" "$ROOT" \
+    /usr/bin/env -i "${IMAGE_ENV[@]}" "$@"
+}
+
+smoke() {
+  local image=$1 started user uid gid home port key pid pid1 rc
+  started=$(date +%s)
+  log "smoke-testing $image"
+  ROOT=$(podman image mount "$image")
+  CLEANUP+=("podman image unmount '$image' >/dev/null")
+  mapfile -t IMAGE_ENV < <(podman image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$image" | sed '/^$/d')
+  mapfile -t ENTRYPOINT < <(podman image inspect -f '{{range .Config.Entrypoint}}{{println .}}{{end}}' "$image" | sed '/^$/d')
+  WORKDIR=$(podman image inspect -f '{{.Config.WorkingDir}}' "$image")
+  user=$(podman image inspect -f '{{.Config.User}}' "$image")
+  uid=$(awk -F: -v u="$user" '$1 == u || $3 == u { print $3 }' "$ROOT/etc/passwd")
+  gid=$(awk -F: -v u="$user" '$1 == u || $3 == u { print $4 }' "$ROOT/etc/passwd")
+  home=$(awk -F: -v u="$user" '$1 == u || $3 == u { print $6 }' "$ROOT/etc/passwd")
+  [ -n "$uid" ] && [ "$uid" != 0 ] || die "the image does not run as a non-root user (User: '${user}')"
+  USERSPEC="$uid:$gid"
+  IMAGE_ENV+=("HOME=$home")  # as a container runtime sets it
+  RUN_ENV=()
+
+  # A read-only /data (the image's own, no volume): one line, exit status 1.
+  rc=0
+  (in_image - -- "${ENTRYPOINT[@]}" migrate) >"$WORK/ro.out" 2>"$WORK/ro.err" || rc=$?
+  [ "$rc" = 1 ] && [ "$(wc -l <"$WORK/ro.err")" = 1 ] && grep -q '^Error: The data folder /data is not writable' "$WORK/ro.err" \
+    || { cat "$WORK/ro.out" "$WORK/ro.err" >&2; die "a read-only /data did not end in one line and exit status 1 (status $rc)"; }
+  log "read-only /data refused: $(cat "$WORK/ro.err")"
+
+  local data="$WORK/data"
+  install -d -o "$uid" -g "$gid" -m 0750 "$data"
+  key=$( (in_image "$data" -- "${ENTRYPOINT[@]}" keys create --name smoke) | tail -n1)
+  [[ $key == afk_* ]] || die "keys create printed no key (last line: '$key')"
+  port=$(in_image - -- python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+  RUN_ENV=(FILLFRAME_ALLOW_PRIVATE_URLS=true)
+  (in_image "$data" -- "${ENTRYPOINT[@]}" serve --host 127.0.0.1 --port "$port") >"$WORK/serve.log" 2>&1 &
+  pid=$!
+  pid1=$(ns_pid1 "$pid") || die "the server did not start"
+  CLEANUP+=("stop $pid1 5")
+  # Ready when the image's own HEALTHCHECK passes, as `docker run`'s health status would say.
+  for i in $(seq 240); do
+    in_server_ns "$pid1" fillframe-healthcheck >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || { cat "$WORK/serve.log" >&2; die "fillframe serve exited before it was ready (log above)"; }
+    [ "$i" = 240 ] && { cat "$WORK/serve.log" >&2; die "the HEALTHCHECK did not pass within 60 s"; }
+    sleep 0.25
+  done
+  log "serving on 127.0.0.1:$port, HEALTHCHECK passes; running the seed request"
+  (in_image - -- python3 - "http://127.0.0.1:$port" "$key") <tests/deploy/image_smoke.py >"$WORK/client.log" 2>&1 \
+    || { cat "$WORK/client.log" "$WORK/serve.log" >&2; die "the seed request did not complete (logs above)"; }
+  grep -E '^(submitted|result):' "$WORK/client.log" | cut -c1-200 >&2
+
+  rc=0
+  stop "$pid1" 40
+  wait "$pid" || rc=$?
+  unset 'CLEANUP[-1]'  # stopped: its PID may be another process's from now on
+  [ "$rc" = 0 ] || { cat "$WORK/serve.log" >&2; die "fillframe serve ended with status $rc on SIGTERM"; }
+  for kept in fillframe.db secret files; do
+    [ -e "$data/$kept" ] || die "/data has no $kept after the run"
+  done
+  log "smoke test passed in $(($(date +%s) - started)) s"
+}
+
+# The smoke test must be able to fail: the same image without OpenCV (the classic engine's
+# library) has to be refused.
+check_smoke_fails() {
+  local broken="${IMAGE%:*}:no-opencv" rc=0
+  log "checking that the smoke test fails for $broken"
+  printf 'FROM %s\nUSER root\nRUN rm -rf /opt/fillframe/lib/python3*/site-packages/cv2\nUSER %s\n' \
+    "$IMAGE" "$(podman image inspect -f '{{.Config.User}}' "$IMAGE")" \
+    | podman build -q --isolation chroot --format docker -t "$broken" -f - "$WORK" >/dev/null
+  CLEANUP+=("podman rmi -f '$broken' >/dev/null 2>&1")
+  ("$0" --smoke "$broken") >"$WORK/broken.log" 2>&1 || rc=$?
+  [ "$rc" != 0 ] || { cat "$WORK/broken.log" >&2; die "the smoke test passed on an image without OpenCV"; }
+  log "as it should, the smoke test failed: $(grep -m1 'FAILED' "$WORK/broken.log" | sed 's/^\[[^]]*\] //')"
+  log "  its server said: $(grep -m1 -E '^[A-Za-z]*Error: ' "$WORK/broken.log" || echo '(no error line)')"
+}
+
+command -v podman >/dev/null || apt_install podman
+if [ "${1:-}" = --smoke ]; then
+  smoke "$2"
+  exit 0
+fi
+started=$(date +%s)
+build
+smoke "$IMAGE"
+check_smoke_fails
+log "image $IMAGE: $(image_mb "$IMAGE") MB, built in ${BUILD_SECONDS} s; whole script $(($(date +%s) - started)) s"
