@@ -35,6 +35,8 @@ cleanup() {
   CLEANUP=()
 }
 trap cleanup EXIT
+trap 'exit 130' INT  # so that an interrupted or timed-out run cleans up too
+trap 'exit 143' TERM
 WORK=$(mktemp -d /tmp/fillframe-image.XXXXXX)
 CLEANUP+=("rm -rf '$WORK'")
 
