@@ -160,8 +160,63 @@ in_server_ns() {
     /usr/bin/env -i "${IMAGE_ENV[@]}" "$@"
 }
 
+# start NAME ARGS...: the image's entry point with ARGS, in the background, /data mounted.
+declare -A UNSHARE_PID PID1
+start() {
+  local name=$1
+  shift
+  (in_image "$DATA" -- "${ENTRYPOINT[@]}" "$@") >"$WORK/$name.log" 2>&1 &
+  UNSHARE_PID[$name]=$!
+  PID1[$name]=$(ns_pid1 "$!") || die "$name did not start"
+  CLEANUP+=("kill_role $name")
+}
+
+# wait_healthy NAME: until the image's own HEALTHCHECK passes in NAME's container, as
+# `docker run`'s health status would say; at most 60 s.
+wait_healthy() {
+  local i
+  for i in $(seq 240); do
+    in_server_ns "${PID1[$1]}" fillframe-healthcheck >/dev/null 2>&1 && return 0
+    kill -0 "${UNSHARE_PID[$1]}" 2>/dev/null || { cat "$WORK/$1.log" >&2; die "$1 exited before it was ready (log above)"; }
+    sleep 0.25
+  done
+  cat "$WORK/$1.log" >&2
+  die "the HEALTHCHECK of $1 did not pass within 60 s"
+}
+
+# seed_request PORT NAMES...: the seed page's request through the API on PORT, from inside the
+# image; NAMES are the processes whose logs explain a failure.
+seed_request() {
+  local port=$1 name
+  shift
+  log "$* healthy (HEALTHCHECK passes); the seed request through 127.0.0.1:$port"
+  if ! (in_image - -- python3 - "http://127.0.0.1:$port" "$KEY") <tests/deploy/image_smoke.py >"$WORK/client.log" 2>&1; then
+    cat "$WORK/client.log" >&2
+    for name in "$@"; do cat "$WORK/$name.log" >&2; done
+    die "the seed request did not complete (logs above)"
+  fi
+  grep -E '^(submitted|result):' "$WORK/client.log" | cut -c1-200 >&2
+}
+
+# stop_role NAME [SECONDS]: SIGTERM (SIGKILL after SECONDS, default 40); it must end with status 0.
+stop_role() {
+  local name=$1 rc=0
+  [ -n "${UNSHARE_PID[$name]:-}" ] || return 0
+  stop "${PID1[$name]}" "${2:-40}"
+  wait "${UNSHARE_PID[$name]}" || rc=$?
+  unset "UNSHARE_PID[$name]"
+  [ "$rc" = 0 ] || { cat "$WORK/$name.log" >&2; die "$name ended with status $rc on SIGTERM"; }
+}
+
+# kill_role NAME: for the clean-up on failure; stops NAME if it still runs, without judging.
+kill_role() {
+  [ -n "${UNSHARE_PID[$1]:-}" ] || return 0
+  stop "${PID1[$1]}" 5
+  wait "${UNSHARE_PID[$1]}" 2>/dev/null || true
+}
+
 smoke() {
-  local image=$1 started user uid gid home port key pid pid1 rc
+  local image=$1 started user uid gid home port api_port metrics_port rc
   started=$(date +%s)
   log "smoke-testing $image"
   ROOT=$(podman image mount "$image")
@@ -185,36 +240,34 @@ smoke() {
     || { cat "$WORK/ro.out" "$WORK/ro.err" >&2; die "a read-only /data did not end in one line and exit status 1 (status $rc)"; }
   log "read-only /data refused: $(cat "$WORK/ro.err")"
 
-  local data="$WORK/data"
-  install -d -o "$uid" -g "$gid" -m 0750 "$data"
-  key=$( (in_image "$data" -- "${ENTRYPOINT[@]}" keys create --name smoke) | tail -n1)
-  [[ $key == afk_* ]] || die "keys create printed no key (last line: '$key')"
-  port=$(in_image - -- python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-
+  DATA="$WORK/data"
+  install -d -o "$uid" -g "$gid" -m 0750 "$DATA"
+  KEY=$( (in_image "$DATA" -- "${ENTRYPOINT[@]}" keys create --name smoke) | tail -n1)
+  [[ $KEY == afk_* ]] || die "keys create printed no key (last line: '$KEY')"
+  read -r port api_port metrics_port < <(in_image - -- python3 -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
   RUN_ENV=(FILLFRAME_ALLOW_PRIVATE_URLS=true)
-  (in_image "$data" -- "${ENTRYPOINT[@]}" serve --host 127.0.0.1 --port "$port") >"$WORK/serve.log" 2>&1 &
-  pid=$!
-  pid1=$(ns_pid1 "$pid") || die "the server did not start"
-  CLEANUP+=("stop $pid1 5")
-  # Ready when the image's own HEALTHCHECK passes, as `docker run`'s health status would say.
-  for i in $(seq 240); do
-    in_server_ns "$pid1" fillframe-healthcheck >/dev/null 2>&1 && break
-    kill -0 "$pid" 2>/dev/null || { cat "$WORK/serve.log" >&2; die "fillframe serve exited before it was ready (log above)"; }
-    [ "$i" = 240 ] && { cat "$WORK/serve.log" >&2; die "the HEALTHCHECK did not pass within 60 s"; }
-    sleep 0.25
-  done
-  log "serving on 127.0.0.1:$port, HEALTHCHECK passes; running the seed request"
-  (in_image - -- python3 - "http://127.0.0.1:$port" "$key") <tests/deploy/image_smoke.py >"$WORK/client.log" 2>&1 \
-    || { cat "$WORK/client.log" "$WORK/serve.log" >&2; die "the seed request did not complete (logs above)"; }
-  grep -E '^(submitted|result):' "$WORK/client.log" | cut -c1-200 >&2
 
-  rc=0
-  stop "$pid1" 40
-  wait "$pid" || rc=$?
-  unset 'CLEANUP[-1]'  # stopped: its PID may be another process's from now on
-  [ "$rc" = 0 ] || { cat "$WORK/serve.log" >&2; die "fillframe serve ended with status $rc on SIGTERM"; }
+  # `docker run IMAGE`: the API and an in-process worker.
+  start serve serve --host 127.0.0.1 --port "$port"
+  wait_healthy serve
+  seed_request "$port" serve
+  stop_role serve
+  # Many machines: an API process and a worker, sharing /data's SQLite here.
+  start api serve --no-worker --host 127.0.0.1 --port "$api_port"
+  RUN_ENV+=("FILLFRAME_WORKER_METRICS_PORT=$metrics_port")
+  start worker worker
+  wait_healthy api
+  wait_healthy worker
+  seed_request "$api_port" api worker
+  stop_role api
+  stop_role worker
   for kept in fillframe.db secret files; do
-    [ -e "$data/$kept" ] || die "/data has no $kept after the run"
+    [ -e "$DATA/$kept" ] || die "/data has no $kept after the run"
   done
   log "smoke test passed in $(($(date +%s) - started)) s"
 }
