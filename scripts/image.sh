@@ -14,7 +14,8 @@
 # bookworm base is made) with apt-get when missing. The host's CA bundle (BUILD_CA) is handed to
 # the build as a secret for a TLS-intercepting proxy; it is not written into the image.
 # Settings: IMAGE (default localhost/fillframe:ci), EXTRAS (build argument; `flux` is the GPU
-# worker, too large to smoke-test here), BASE, BUILD_CA, DEBIAN_MIRROR.
+# worker, too large for CI), BASE, BUILD_CA, DEBIAN_MIRROR; for the smoke test, SMOKE_ENV
+# (settings, "FILLFRAME_ENGINE=flux ...") and SMOKE_DATA (a folder copied into /data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -250,7 +251,12 @@ socks = [socket.socket() for _ in range(3)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
-  RUN_ENV=(FILLFRAME_ALLOW_PRIVATE_URLS=true)
+  # SMOKE_ENV / SMOKE_DATA: other settings for the run (e.g. another engine) and a folder copied
+  # into /data first (e.g. its weights).
+  read -r -a RUN_ENV <<<"FILLFRAME_ALLOW_PRIVATE_URLS=true ${SMOKE_ENV:-}"
+  if [ -n "${SMOKE_DATA:-}" ]; then
+    cp -r "$SMOKE_DATA" "$DATA/" && chown -R "$uid:$gid" "$DATA"
+  fi
 
   # `docker run IMAGE`: the API and an in-process worker.
   start serve serve --host 127.0.0.1 --port "$port"

@@ -126,7 +126,8 @@ def main(base_url: str, key: str) -> None:
         if kept_error > 2.0 or hole_change < 2.0:
             fail(f"outside the mask {kept_error:.2f} levels off the input, inside {hole_change:.2f}")
         print(
-            f"result: {download.headers['content-type']}, {WIDTH}x{HEIGHT}, {len(download.content)} bytes; "
+            f"result: {download.headers['content-type']}, {WIDTH}x{HEIGHT}, {len(download.content)} bytes "
+            f"(engine: {job.get('engine')}); "
             f"kept area {kept_error:.2f} levels off the input, hole changed by {hole_change:.2f}"
         )
 
