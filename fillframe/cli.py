@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,10 +39,26 @@ def load_settings() -> Settings:
         raise click.ClickException(f"Invalid settings: {problems}") from None
 
 
+def check_data_dir(settings: Settings) -> None:
+    """Stop with one line, not a traceback, when the data folder is needed but cannot be written
+    (a read-only volume, a folder owned by another user)."""
+    if settings.database_url and settings.storage_url and settings.secret:
+        return  # nothing is kept locally
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise click.ClickException(
+            f"The data folder {path} is not writable ({exc.strerror or exc}): "
+            "mount a writable volume there or point FILLFRAME_DATA_DIR at one."
+        ) from None
+
+
 def migrate_db(settings: Settings) -> None:
     from fillframe.migrations import upgrade
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_data_dir(settings)
     upgrade(settings.db_url)
 
 
