@@ -25,22 +25,28 @@ log = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
-    """Run an in-process worker beside the API for the app's lifetime.
-
-    The engine is imported and loaded in the background, so the API answers at once (jobs wait
-    QUEUED until the engine is ready); `/readyz` tells which.
+    """Run a worker beside the API for the app's lifetime; its engine loads in the worker's child
+    process (never in this one), in the background, so the API answers at once (jobs wait QUEUED
+    until the engine is ready); `/readyz` tells which.
     """
-    from fillframe.engines import create_engine
     from fillframe.jobs.worker import Worker, stop_gracefully
 
     stop = asyncio.Event()
     app.state.worker = None
+    worker = Worker(settings, app.state.db, app.state.store, notifier=app.state.notifier)
 
     async def start_and_run() -> None:
-        engine = await asyncio.to_thread(create_engine, settings)
-        await asyncio.to_thread(engine.load)
-        app.state.worker = Worker(settings, app.state.db, app.state.store, engine, app.state.notifier)
-        await app.state.worker.run(stop)
+        starting = asyncio.ensure_future(worker.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():  # stopped while the engine was still loading
+            starting.cancel()
+            await worker.close()
+            return
+        starting.result()
+        app.state.worker = worker
+        await worker.run(stop)
 
     def stop_if_failed(task: asyncio.Task[None]) -> None:
         """A worker that cannot start (its engine failed to load) takes the server down, loudly."""
@@ -60,7 +66,8 @@ async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[Non
         yield
     finally:
         stop.set()
-        await stop_gracefully(app.state.worker, task, settings.shutdown_grace_seconds)
+        await stop_gracefully(worker, task, settings.shutdown_grace_seconds)
+        await worker.close()  # when it never got to run (its engine was still loading)
 
 
 def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:

@@ -1,6 +1,7 @@
-"""The worker loop: claim -> load inputs -> engine.fill (in a thread) -> store output -> finish.
+"""The worker: claim -> prepare inputs -> fill on an engine -> encode and store -> finish, as a
+pipeline, with the engine in its own process (`engines/host.py`).
 
-A worker holds each claimed job under a lease that a watcher task renews while the engine runs;
+A worker holds each claimed job under a lease that a watcher task renews from claim to finish;
 the same watcher stores progress and notices cancel requests. If the process dies, the lease runs
 out and any other worker's sweeper puts the job back in the queue.
 """
@@ -18,13 +19,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from fillframe import logs, metrics, uploads
 from fillframe.db import Database
 from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
+from fillframe.engines.host import EngineHost, shape_problem
 from fillframe.errors import Cancelled, FillError, TimedOut
 from fillframe.imaging.canvas import build_canvas, plan_outpaint
 from fillframe.imaging.decode import decode_image, decode_mask
@@ -45,11 +47,15 @@ _WATCH_SECONDS = 0.25
 
 @dataclass
 class RunState:
-    """Shared between the event loop and the engine's thread."""
+    """One claimed job's run, shared by its task, its watcher and (in-thread engines) the engine's
+    thread. `phase` tells where the job is in the worker's pipeline."""
 
     progress: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
+    halted: asyncio.Event = field(default_factory=asyncio.Event)  # `stop`, for the event loop
     reason: str = ""  # "cancel" | "shutdown" | "lost" | "timeout" once `stop` is set
+    phase: str = "preparing"  # -> "waiting" (for an engine) -> "filling" -> "storing"
+    since: float = field(default_factory=time.monotonic)  # when the phase began
 
     def set_progress(self, percent: int) -> None:
         self.progress = max(self.progress, min(99, int(percent)))
@@ -58,6 +64,10 @@ class RunState:
         if not self.stop.is_set():
             self.reason = reason
             self.stop.set()
+            self.halted.set()
+
+    def enter(self, phase: str) -> None:
+        self.phase, self.since = phase, time.monotonic()
 
 
 SourceLoader = Callable[[str, str], Awaitable[bytes]]
@@ -149,8 +159,9 @@ def decode_inputs(
 def check_output(job: FillJob, out: FillOutput) -> np.ndarray:
     """Engines must return the canvas size; pixels outside the mask are restored bit-identically."""
     rgb = out.rgb
-    if rgb.shape != job.rgb.shape or rgb.dtype != np.uint8:
-        raise FillError(f"The engine returned an image of shape {rgb.shape}, expected {job.rgb.shape}.")
+    problem = shape_problem(job.rgb.shape, rgb)
+    if problem is not None:
+        raise FillError(problem)
     keep = job.mask < 128
     if np.array_equal(rgb[keep], job.rgb[keep]):
         return rgb
@@ -171,26 +182,81 @@ def render(engine: Engine, job: FillJob, progress: ProgressFn, cancelled: Cancel
     """The engine's fill (nothing to fill: the canvas is the answer), the unmasked pixels
     restored, the encoding. Blocking."""
     out = engine.fill(job, progress, cancelled) if job.mask.any() else FillOutput(job.rgb.copy())
-    data, content_type = encode_image(check_output(job, out), job.output_format)
-    return Rendered(data, job.output_format, content_type, out.notes)
+    return encode_output(job, out)
 
 
 Produced = tuple[StoredFile, dict[str, Any] | None]  # the stored output and the engine's notes
 
 
+def encode_output(job: FillJob, out: FillOutput) -> Rendered:
+    """The engine's output with the unmasked pixels restored, encoded (blocking)."""
+    data, content_type = encode_image(check_output(job, out), job.output_format)
+    return Rendered(data, job.output_format, content_type, out.notes)
+
+
+class Runner(Protocol):
+    """Where fills run: an engine host process (`EngineHost`) or a thread of this one (`InThread`)."""
+
+    name: str
+
+    async def fill(
+        self, job: FillJob, progress: ProgressFn, stopped: CancelledFn, timeout: float, job_id: str = ""
+    ) -> FillOutput: ...
+
+    async def close(self) -> None: ...
+
+
+class InThread:
+    """An engine loaded in this process, filled in a thread: what workers did before engine hosts,
+    kept for tests with engines defined in the test and for `bench/e2e.py --in-thread`. A crash
+    takes the process down and a thread past its deadline cannot be stopped (its output is
+    dropped)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.name = engine.name
+
+    async def fill(
+        self, job: FillJob, progress: ProgressFn, stopped: CancelledFn, timeout: float, job_id: str = ""
+    ) -> FillOutput:
+        work = asyncio.ensure_future(asyncio.to_thread(self.engine.fill, job, progress, stopped))
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), timeout)
+        except TimeoutError:
+            work.add_done_callback(lambda w: w.cancelled() or w.exception())  # retrieved, not logged
+            raise TimedOut(f"The engine did not finish within {timeout:g} seconds.") from None
+
+    async def close(self) -> None:
+        pass
+
+
+# A job fetching its inputs for longer than this stops counting against the jobs prepared ahead,
+# so a slow image host holds up only its own job (up to `max_concurrent_fetches` such jobs).
+SLOW_PREPARE_SECONDS = 1.0
+
+
 class Worker:
+    """Claims jobs and carries each through a pipeline: prepare (fetch, decode) -> fill on a free
+    engine -> encode and store -> finish. Engines only fill; the next jobs are prepared, and the
+    last ones stored, while they do.
+
+    By default each of `worker_concurrency` engine slots is an `EngineHost` child process running
+    `settings.engine`; given a loaded `engine`, the slots fill in threads of this process instead.
+    """
+
     def __init__(
         self,
         settings: Settings,
         db: Database,
         store: BlobStore,
-        engine: Engine,
+        engine: Engine | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.store = store
         self.engine = engine
+        self.engine_name = engine.name if engine is not None else settings.engine
         # Given a notifier, the worker shares it with an API in its process, whose waiting
         # requests then need to hear of jobs other processes finish; a lone worker does not.
         self.notifier = notifier or Notifier()
@@ -202,13 +268,60 @@ class Worker:
         # Result links in `completed` webhooks; without PUBLIC_URL, each job's submit host.
         self.linker = Linker(store, settings.signing_secret(), settings.public_url or "")
         self.deliverer = deliver.Deliverer(db, settings)
-        self._late_discards: set[asyncio.Task[None]] = set()
+        self.runners: list[Runner] = []
+        self._hosts: list[EngineHost] = []
+        self._free: asyncio.Queue[Runner] = asyncio.Queue()
+        self._changed = asyncio.Event()  # a job changed phase: there may be room to claim
+        self._stop = asyncio.Event()  # the `stop` of `run` / `_loop`
+        self._carried: set[asyncio.Task[None]] = set()
+        # Prepared ahead of the engines: one job per slot ready or fetching, at most this many
+        # jobs held in all (running, ahead, slow to fetch, being stored).
+        self.ahead = settings.worker_concurrency
+        self.capacity = 2 * settings.worker_concurrency + settings.max_concurrent_fetches
+
+    async def start(self) -> None:
+        """Load the engine in every slot (once; later calls return at once). Raises
+        `EngineLoadFailed` (a RuntimeError) with the engine's own sentence when it cannot load."""
+        if self.runners:
+            return
+        if self.engine is not None:
+            runners: list[Runner] = [InThread(self.engine)] * self.settings.worker_concurrency
+        else:
+            if not self._hosts:
+                self._hosts = [self._host(slot) for slot in range(self.settings.worker_concurrency)]
+            started = await asyncio.gather(*(h.start() for h in self._hosts), return_exceptions=True)
+            failures = [r for r in started if isinstance(r, BaseException)]
+            if failures:
+                await self.close()
+                raise failures[0]
+            runners = list(self._hosts)
+        self.engine_name = runners[0].name
+        self.runners = runners
+        for runner in runners:
+            self._free.put_nowait(runner)
+
+    def _host(self, slot: int) -> EngineHost:
+        limit = self.settings.engine_memory_limit_mb
+        host = EngineHost(
+            self.settings,
+            memory_limit_bytes=int(limit * 2**20) if limit else None,
+            on_restart=lambda reason: metrics.ENGINE_RESTARTS.labels(reason).inc(),
+        )
+        metrics.ENGINE_HOSTS.track(str(slot), host)
+        return host
+
+    async def close(self) -> None:
+        """Stop the engine host processes (also those still loading)."""
+        hosts, self._hosts, self.runners = self._hosts, [], []
+        for host in hosts:
+            await host.close()
+            metrics.ENGINE_HOSTS.forget(host)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run `worker_concurrency` claim loops, a lease sweeper and `webhook_concurrency`
-        webhook delivery loops until `stop` is set."""
-        tasks = [asyncio.create_task(self._loop(stop)) for _ in range(self.settings.worker_concurrency)]
-        tasks.append(asyncio.create_task(self._sweep(stop)))
+        """Run the claim pipeline, a lease sweeper and `webhook_concurrency` webhook delivery
+        loops until `stop` is set; then stop the engines."""
+        await self.start()
+        tasks = [asyncio.create_task(self._loop(stop)), asyncio.create_task(self._sweep(stop))]
         if self.settings.webhook_concurrency:
             tasks.append(asyncio.create_task(self.deliverer.run(stop)))
         if not self.db.is_sqlite:
@@ -219,6 +332,7 @@ class Worker:
         finally:
             for task in tasks:
                 task.cancel()
+            await self.close()
 
     def shutdown_running(self) -> None:
         """Ask running engines to stop so their jobs can be released (grace period over)."""
@@ -232,37 +346,81 @@ class Worker:
         waiter.cancel()
         stopper.cancel()
 
+    def has_room(self) -> bool:
+        """Room to claim one more job: fewer than `ahead` jobs prepared or preparing (slow fetches
+        not counted) and fewer than `capacity` held in all."""
+        if len(self.running) >= self.capacity:
+            return False
+        now = time.monotonic()
+        ahead = sum(
+            1
+            for s in self.running.values()
+            if s.phase == "waiting" or (s.phase == "preparing" and now - s.since < SLOW_PREPARE_SECONDS)
+        )
+        return ahead < self.ahead
+
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        self._changed.clear()
+        stopper = asyncio.ensure_future(stop.wait())
+        changed = asyncio.ensure_future(self._changed.wait())
+        # Re-checked on a timer too: a fetch turns slow without any event.
+        await asyncio.wait([stopper, changed], timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        changed.cancel()
+
     async def _loop(self, stop: asyncio.Event) -> None:
-        row: dict[str, Any] | None = None  # a job claimed while the last one was finished
+        """Claim while there is room, each claimed job carried by its own task; at `stop`, hand
+        back the jobs no engine has started and wait for the rest."""
+        await self.start()
+        self._stop = stop
         while not stop.is_set():
-            if row is None:
-                try:
-                    row = await queue.claim(self.db, self.id, self.settings.lease_seconds)
-                except Exception:
-                    log.exception("claim failed; retrying")
-                    await asyncio.sleep(1.0)
-                    continue
+            if not self.has_room():
+                await self._wait_for_room(stop)
+                continue
+            try:
+                row = await queue.claim(self.db, self.id, self.settings.lease_seconds)
+            except Exception:
+                log.exception("claim failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
             if row is None:
                 await self._idle(stop)
                 continue
-            job, row = row, None
-            try:
-                token = logs.job_id.set(job["id"])
-                try:
-                    row = await self.run_job(job, claim_next=not stop.is_set())
-                finally:
-                    logs.job_id.reset(token)
-            except Exception:
-                # The job keeps its lease and is retried after it runs out; the loop lives on.
-                log.exception("job %s could not be finished", job["id"])
-                await asyncio.sleep(1.0)
-        if row is not None:  # claimed as the stop came: another worker may have it at once
-            try:
-                await queue.release(self.db, row["id"], self.id)
-            except Exception:
-                log.exception(
-                    "job %s could not be handed back; it will be when its lease runs out", row["id"]
-                )
+            self._carry(row, stop)
+        for state in self.running.values():
+            if state.phase in ("preparing", "waiting"):
+                state.halt("shutdown")
+        while self._carried:
+            await asyncio.wait(list(self._carried))
+
+    def _carry(self, row: dict[str, Any], stop: asyncio.Event) -> None:
+        task = asyncio.create_task(self._carry_one(row, stop))
+        self._carried.add(task)
+        task.add_done_callback(self._carried.discard)
+
+    async def _carry_one(self, row: dict[str, Any], stop: asyncio.Event) -> None:
+        token = logs.job_id.set(row["id"])
+        try:
+            next_job = await self.run_job(row, claim_next=not stop.is_set())
+        except Exception:
+            # The job keeps its lease and is retried after it runs out; the worker lives on.
+            log.exception("job %s could not be finished", row["id"])
+            next_job = None
+        finally:
+            logs.job_id.reset(token)
+            self._changed.set()
+        if next_job is None:
+            return
+        if stop.is_set():  # claimed as the stop came: another worker may have it at once
+            await self._hand_back(next_job["id"])
+        else:
+            self._carry(next_job, stop)
+
+    async def _hand_back(self, job_id: str) -> None:
+        try:
+            await queue.release(self.db, job_id, self.id)
+        except Exception:
+            log.exception("job %s could not be handed back; it will be when its lease runs out", job_id)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         interval = max(0.5, min(10.0, self.settings.lease_seconds / 4))
@@ -318,10 +476,12 @@ class Worker:
 
     async def run_job(self, row: dict[str, Any], *, claim_next: bool = False) -> dict[str, Any] | None:
         """Run a claimed job to its end. With `claim_next`, returns the worker's next job when the
-        statement that ended this one could claim it too (PostgreSQL), else None."""
+        statement that ended this one could claim it too (PostgreSQL) and there is room, else None."""
+        await self.start()
         job_id = row["id"]
         state = RunState()
         self.running[job_id] = state
+        self._changed.set()
         done = asyncio.Event()
         progress_hook = await self._progress_hook(row)
         watcher = asyncio.create_task(self._watch(job_id, state, done, progress_hook))
@@ -348,7 +508,7 @@ class Worker:
             retention=self.retention,
             linker=self.linker,
             has_webhook=row["webhook_url"] is not None,
-            claim_lease=self.settings.lease_seconds if claim_next else None,
+            claim_lease=self.settings.lease_seconds if claim_next and self.has_room() else None,
         )
         if not finished.ended:
             await self._discard(outcome)
@@ -386,55 +546,77 @@ class Worker:
     async def _execute(self, row: dict[str, Any], state: RunState) -> Outcome:
         start = time.monotonic()
         outcome = await self._attempt(row, state)
-        metrics.JOB_DURATION.labels(self.engine.name, outcome.status).observe(time.monotonic() - start)
+        metrics.JOB_DURATION.labels(self.engine_name, outcome.status).observe(time.monotonic() - start)
         log.info("job %s ran: %s %s", row["id"], outcome.status, outcome.error_code or "")
         return outcome
 
     async def _attempt(self, row: dict[str, Any], state: RunState) -> Outcome:
         try:
             sources = await fetch_sources(row, self.settings, self._loader(row["account_id"]))
-            stored, notes = await self._render(sources, state)
+            job = await asyncio.to_thread(fill_job, sources, self.settings)
+            if state.stop.is_set():
+                raise Cancelled()
+            out = await self._fill(row["id"], job, state)
+            state.enter("storing")
+            stored, notes = await asyncio.to_thread(self._encode_and_store, job, out)
+            if state.stop.is_set() and state.reason in ("cancel", "shutdown", "lost"):
+                await self.store.delete(stored.storage_key)
+                raise Cancelled()
             return Outcome.completed([stored], notes)
         except FillError as exc:
             if state.reason == "cancel":
                 return Outcome.failed("cancelled", "The job was cancelled.")
             return Outcome.failed(exc.code, exc.message)
         except Exception:
-            log.exception("engine %s failed on job %s", self.engine.name, row["id"])
-            return Outcome.failed("engine_error", f"The {self.engine.name} engine failed on this job.")
+            log.exception("engine %s failed on job %s", self.engine_name, row["id"])
+            return Outcome.failed("engine_error", f"The {self.engine_name} engine failed on this job.")
 
-    def _render_and_store(self, sources: Sources, state: RunState) -> Produced:
-        """All of a job's blocking work in one worker thread: decode, fill, encode and store the
-        output. One hand-off per job, not one per step."""
-        done = render(self.engine, fill_job(sources, self.settings), state.set_progress, state.stop.is_set)
+    async def _fill(self, job_id: str, job: FillJob, state: RunState) -> FillOutput:
+        """The engine's output, from the first engine slot that is free (nothing to fill: the
+        canvas is the answer, and no engine is needed)."""
+        if not job.mask.any():
+            return FillOutput(job.rgb.copy())
+        state.enter("waiting")
+        self._changed.set()
+        runner = await self._take_runner(state)
+        state.enter("filling")
+        self._changed.set()
+        try:
+            return await runner.fill(
+                job, state.set_progress, state.stop.is_set, self.settings.job_timeout_seconds, job_id
+            )
+        except TimedOut:
+            state.halt("timeout")  # an in-thread engine still running sees `cancelled()` turn true
+            raise
+        finally:
+            self._free.put_nowait(runner)
+
+    async def _take_runner(self, state: RunState) -> Runner:
+        """The next free engine slot, in the order jobs became ready. A halt while waiting wins,
+        and once the worker is told to stop, jobs no engine has started are handed back."""
+        getter = asyncio.ensure_future(self._free.get())
+        halted = asyncio.ensure_future(state.halted.wait())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait([getter, halted, stopping], return_when=asyncio.FIRST_COMPLETED)
+        halted.cancel()
+        stopping.cancel()
+        if self._stop.is_set():
+            state.halt("shutdown")
+        if not state.stop.is_set():
+            return getter.result()
+        getter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            self._free.put_nowait(await getter)  # it got one just before the halt: give it back
+        raise Cancelled()
+
+    def _encode_and_store(self, job: FillJob, out: FillOutput) -> Produced:
+        """Encode and store the output in a worker thread, off the engine."""
+        done = encode_output(job, out)
         file_id = str(uuid.uuid4())
         key = output_key(file_id, done.ext)
         self.store.put_blocking(key, done.data)
         content_type = done.content_type or EXTENSION_TYPES[done.ext]
         return StoredFile(file_id, key, done.ext, content_type, len(done.data)), done.notes
-
-    async def _render(self, sources: Sources, state: RunState) -> Produced:
-        work = asyncio.ensure_future(asyncio.to_thread(self._render_and_store, sources, state))
-        try:
-            stored, notes = await asyncio.wait_for(asyncio.shield(work), self.settings.job_timeout_seconds)
-        except TimeoutError:
-            state.halt("timeout")
-            # The engine's thread cannot be stopped; if it stores an output after all, delete it.
-            work.add_done_callback(self._discard_late)
-            raise TimedOut(
-                f"The engine did not finish within {self.settings.job_timeout_seconds:g} seconds."
-            ) from None
-        if state.stop.is_set() and state.reason in ("cancel", "shutdown", "lost"):
-            await self.store.delete(stored.storage_key)
-            raise Cancelled()
-        return stored, notes
-
-    def _discard_late(self, work: asyncio.Future[Produced]) -> None:
-        if not work.cancelled() and work.exception() is None:
-            stored, _ = work.result()
-            task = asyncio.ensure_future(self.store.delete(stored.storage_key))
-            self._late_discards.add(task)
-            task.add_done_callback(self._late_discards.discard)
 
 
 async def stop_gracefully(worker: Worker | None, task: asyncio.Task[None], grace: float) -> None:
