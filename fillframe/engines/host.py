@@ -232,6 +232,10 @@ def _kill_leftovers() -> None:
             proc.join(5)
 
 
+class EngineCrashed(EngineFailed):
+    """The engine's process died (or was killed for its memory) during the job: worth a retry."""
+
+
 class EngineLoadFailed(RuntimeError):
     """The engine could not load in its host process; the message is the engine's own."""
 
@@ -258,7 +262,7 @@ def _death(exitcode: int | None) -> str:
 class EngineHost:
     """One child process with the configured engine, used by one job at a time.
 
-    `fill` raises `EngineFailed` when the child dies or outgrows `memory_limit_bytes`,
+    `fill` raises `EngineCrashed` when the child dies or outgrows `memory_limit_bytes`,
     `TimedOut` past the deadline and `Cancelled` when `stopped()` turns true; in each case the child
     is killed (if still alive) and a new one is started in the background, and the next `fill`
     waits for it. `on_restart(reason)` and `on_ready(host)` let the worker count restarts.
@@ -464,7 +468,7 @@ class EngineHost:
                 how = _death(proc.exitcode if proc is not None else None)
                 log.error("the engine process died (%s) during a job; restarting it", how)
                 self._restart("crash")
-                raise EngineFailed(f"The {self.name} engine's process stopped ({how}) on this job.")
+                raise EngineCrashed(f"The {self.name} engine's process stopped ({how}) on this job.")
             now = loop.time()
             if now >= deadline:
                 self._restart("timeout")
@@ -483,7 +487,7 @@ class EngineHost:
                 if used > self.memory_limit_bytes:
                     self._restart("memory")
                     limit_mb = self.memory_limit_bytes / 2**20
-                    raise EngineFailed(
+                    raise EngineCrashed(
                         f"The {self.name} engine's process used {used / 2**20:.0f} MB, over the "
                         f"{limit_mb:.0f} MB limit, on this job."
                     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -24,9 +25,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from fillframe import logs, metrics, uploads
-from fillframe.db import Database
+from fillframe.db import Database, jobs, utcnow
 from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
-from fillframe.engines.host import EngineHost, shape_problem
+from fillframe.engines.host import EngineCrashed, EngineHost, shape_problem
 from fillframe.errors import Cancelled, FillError, TimedOut
 from fillframe.imaging.canvas import build_canvas, plan_outpaint
 from fillframe.imaging.decode import decode_image, decode_mask
@@ -56,6 +57,8 @@ class RunState:
     reason: str = ""  # "cancel" | "shutdown" | "lost" | "timeout" once `stop` is set
     phase: str = "preparing"  # -> "waiting" (for an engine) -> "filling" -> "storing"
     since: float = field(default_factory=time.monotonic)  # when the phase began
+    seq: int = 0  # claim order
+    crashed: bool = False  # the engine's process died on it: the attempt is retried if any are left
 
     def set_progress(self, percent: int) -> None:
         self.progress = max(self.progress, min(99, int(percent)))
@@ -270,8 +273,9 @@ class Worker:
         self.deliverer = deliver.Deliverer(db, settings)
         self.runners: list[Runner] = []
         self._hosts: list[EngineHost] = []
-        self._free: asyncio.Queue[Runner] = asyncio.Queue()
-        self._changed = asyncio.Event()  # a job changed phase: there may be room to claim
+        self._free: list[Runner] = []  # engine slots with no job
+        self._changed = asyncio.Event()  # set (and replaced) when a job changes phase or frees a slot
+        self._claims = itertools.count()
         self._stop = asyncio.Event()  # the `stop` of `run` / `_loop`
         self._carried: set[asyncio.Task[None]] = set()
         # Prepared ahead of the engines: one job per slot ready or fetching, at most this many
@@ -297,8 +301,7 @@ class Worker:
             runners = list(self._hosts)
         self.engine_name = runners[0].name
         self.runners = runners
-        for runner in runners:
-            self._free.put_nowait(runner)
+        self._free = list(runners)
 
     def _host(self, slot: int) -> EngineHost:
         limit = self.settings.engine_memory_limit_mb
@@ -346,6 +349,11 @@ class Worker:
         waiter.cancel()
         stopper.cancel()
 
+    def _poke(self) -> None:
+        """Wake whoever waits for a change: the claimer (room) and jobs waiting for an engine."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     def has_room(self) -> bool:
         """Room to claim one more job: fewer than `ahead` jobs prepared or preparing (slow fetches
         not counted) and fewer than `capacity` held in all."""
@@ -360,7 +368,6 @@ class Worker:
         return ahead < self.ahead
 
     async def _wait_for_room(self, stop: asyncio.Event) -> None:
-        self._changed.clear()
         stopper = asyncio.ensure_future(stop.wait())
         changed = asyncio.ensure_future(self._changed.wait())
         # Re-checked on a timer too: a fetch turns slow without any event.
@@ -408,7 +415,7 @@ class Worker:
             next_job = None
         finally:
             logs.job_id.reset(token)
-            self._changed.set()
+            self._poke()
         if next_job is None:
             return
         if stop.is_set():  # claimed as the stop came: another worker may have it at once
@@ -479,9 +486,9 @@ class Worker:
         statement that ended this one could claim it too (PostgreSQL) and there is room, else None."""
         await self.start()
         job_id = row["id"]
-        state = RunState()
+        state = RunState(seq=next(self._claims))
         self.running[job_id] = state
-        self._changed.set()
+        self._poke()
         done = asyncio.Event()
         progress_hook = await self._progress_hook(row)
         watcher = asyncio.create_task(self._watch(job_id, state, done, progress_hook))
@@ -493,12 +500,17 @@ class Worker:
             if progress_hook is not None:
                 await progress_hook.close()
             self.running.pop(job_id, None)
+            self._poke()
         if state.reason == "shutdown":
             await queue.release(self.db, job_id, self.id)
             log.info("job %s released for another worker", job_id)
             return None
         if state.reason == "lost":
             await self._discard(outcome)
+            return None
+        if state.crashed and await retry_after_crash(self.db, job_id, self.id):
+            log.warning("job %s queued again after its engine crashed: %s", job_id, outcome.error)
+            self.notifier.notify()
             return None
         finished = await service.finish(
             self.db,
@@ -563,6 +575,9 @@ class Worker:
                 await self.store.delete(stored.storage_key)
                 raise Cancelled()
             return Outcome.completed([stored], notes)
+        except EngineCrashed as exc:
+            state.crashed = True
+            return Outcome.failed(exc.code, exc.message)
         except FillError as exc:
             if state.reason == "cancel":
                 return Outcome.failed("cancelled", "The job was cancelled.")
@@ -577,10 +592,10 @@ class Worker:
         if not job.mask.any():
             return FillOutput(job.rgb.copy())
         state.enter("waiting")
-        self._changed.set()
+        self._poke()
         runner = await self._take_runner(state)
         state.enter("filling")
-        self._changed.set()
+        self._poke()
         try:
             return await runner.fill(
                 job, state.set_progress, state.stop.is_set, self.settings.job_timeout_seconds, job_id
@@ -589,25 +604,37 @@ class Worker:
             state.halt("timeout")  # an in-thread engine still running sees `cancelled()` turn true
             raise
         finally:
-            self._free.put_nowait(runner)
+            self._free.append(runner)
+            self._poke()
+
+    def _first_in_line(self, state: RunState) -> bool:
+        """Jobs take free engines in the order they were claimed, except that a job still
+        fetching after SLOW_PREPARE_SECONDS loses its place (a slow image host delays only it)."""
+        now = time.monotonic()
+        return not any(
+            other.seq < state.seq
+            and (
+                other.phase == "waiting"
+                or (other.phase == "preparing" and now - other.since < SLOW_PREPARE_SECONDS)
+            )
+            for other in self.running.values()
+        )
 
     async def _take_runner(self, state: RunState) -> Runner:
-        """The next free engine slot, in the order jobs became ready. A halt while waiting wins,
-        and once the worker is told to stop, jobs no engine has started are handed back."""
-        getter = asyncio.ensure_future(self._free.get())
-        halted = asyncio.ensure_future(state.halted.wait())
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait([getter, halted, stopping], return_when=asyncio.FIRST_COMPLETED)
-        halted.cancel()
-        stopping.cancel()
-        if self._stop.is_set():
-            state.halt("shutdown")
-        if not state.stop.is_set():
-            return getter.result()
-        getter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            self._free.put_nowait(await getter)  # it got one just before the halt: give it back
-        raise Cancelled()
+        """A free engine slot when it is this job's turn. A halt while waiting wins, and once the
+        worker is told to stop, jobs no engine has started are handed back."""
+        while True:
+            if self._stop.is_set():
+                state.halt("shutdown")
+            if state.stop.is_set():
+                raise Cancelled()
+            if self._free and self._first_in_line(state):
+                return self._free.pop()
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._changed, state.halted, self._stop)]
+            # Re-checked on a timer too: an earlier job's fetch turns slow without any event.
+            await asyncio.wait(waits, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
 
     def _encode_and_store(self, job: FillJob, out: FillOutput) -> Produced:
         """Encode and store the output in a worker thread, off the engine."""
@@ -617,6 +644,28 @@ class Worker:
         self.store.put_blocking(key, done.data)
         content_type = done.content_type or EXTENSION_TYPES[done.ext]
         return StoredFile(file_id, key, done.ext, content_type, len(done.data)), done.notes
+
+
+async def retry_after_crash(db: Database, job_id: str, worker_id: str) -> bool:
+    """Queue a job again after its engine's process died under it, this attempt counted, while
+    it has attempts left and no cancel request; False (nothing changed) otherwise, and the
+    caller fails it. (The one status change the worker makes itself: the integrator may fold it
+    into the queue's state machine.)"""
+    async with db.write() as conn:
+        result = await conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.worker_id == worker_id,
+                jobs.c.status == "PROCESSING",
+                jobs.c.attempts < jobs.c.max_attempts,
+                jobs.c.cancel_requested.is_(False),
+            )
+            .values(status="QUEUED", worker_id=None, lease_expires_at=None, run_after=utcnow(), progress=0)
+        )
+        if result.rowcount == 1 and not db.is_sqlite:
+            await queue.announce(conn)
+    return result.rowcount == 1
 
 
 async def stop_gracefully(worker: Worker | None, task: asyncio.Task[None], grace: float) -> None:
