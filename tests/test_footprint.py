@@ -13,33 +13,13 @@ from pathlib import Path
 
 import httpx
 
+from tests.utils.procs import engine_hosts, rss_mb
 from tests.utils.servers import LiveServer, fillframe_env
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS line")
 
 
 def loads_torch(pid: int) -> bool:
     maps = Path(f"/proc/{pid}/maps").read_text()
     return "libtorch" in maps or "/torch/" in maps
-
-
-def engine_hosts(pid: int) -> list[int]:
-    """The engine host processes of `pid`: its multiprocessing children (not the resource tracker)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid and b"spawn_main" in cmdline:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def wait_for_worker(url: str) -> None:

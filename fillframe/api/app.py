@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -20,11 +21,14 @@ from fillframe.jobs.queue import Notifier, listen
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore
 
+if TYPE_CHECKING:
+    from fillframe.engines.base import Engine
+
 log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+async def _worker_running(app: FastAPI, settings: Settings, engine: Engine | None) -> AsyncIterator[None]:
     """Run a worker beside the API for the app's lifetime; its engine loads in the worker's child
     process (never in this one), in the background, so the API answers at once (jobs wait QUEUED
     until the engine is ready); `/readyz` tells which.
@@ -33,7 +37,7 @@ async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[Non
 
     stop = asyncio.Event()
     app.state.worker = None
-    worker = Worker(settings, app.state.db, app.state.store, notifier=app.state.notifier)
+    worker = Worker(settings, app.state.db, app.state.store, engine, app.state.notifier)
 
     async def start_and_run() -> None:
         starting = asyncio.ensure_future(worker.start())
@@ -70,7 +74,11 @@ async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[Non
         await worker.close()  # when it never got to run (its engine was still loading)
 
 
-def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
+def create_app(settings: Settings, *, run_worker: bool = False, engine: Engine | None = None) -> FastAPI:
+    """With `run_worker`, a worker runs beside the API; its engine in a child process, unless a
+    loaded `engine` is given to fill in this process's threads (`bench/e2e.py` measures the
+    process hop against that)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -84,7 +92,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             listener = asyncio.create_task(listen(app.state.db, app.state.notifier, stop))
         try:
             if run_worker:
-                async with _worker_running(app, settings):
+                async with _worker_running(app, settings, engine):
                     yield
             else:
                 yield
