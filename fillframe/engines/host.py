@@ -26,7 +26,7 @@ import signal
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from multiprocessing.shared_memory import SharedMemory
 from multiprocessing.synchronize import Event as MpEvent
 from typing import TYPE_CHECKING, Any
@@ -84,13 +84,12 @@ class Run:
     shm: str
     height: int
     width: int
-    prompt: str
-    seed: int
-    steps: int
-    guidance: float
-    safety_tolerance: int
-    prompt_upsampling: bool
-    output_format: str
+    params: dict[str, Any]  # the FillJob's other fields (prompt, seed, steps, ...)
+
+
+def job_params(job: FillJob) -> dict[str, Any]:
+    """A FillJob's fields but its pixels: what travels in the message."""
+    return {f.name: getattr(job, f.name) for f in fields(job) if f.name not in ("rgb", "mask")}
 
 
 @dataclass(frozen=True)
@@ -181,17 +180,7 @@ def _fill_in_child(
     engine: Any, msg: Run, segment: SharedMemory, conn: multiprocessing.connection.Connection, cancel: MpEvent
 ) -> Done | Failed:
     rgb, mask, out = views(segment.buf, msg.height, msg.width)
-    job = FillJob(
-        rgb=rgb,
-        mask=mask,
-        prompt=msg.prompt,
-        seed=msg.seed,
-        steps=msg.steps,
-        guidance=msg.guidance,
-        safety_tolerance=msg.safety_tolerance,
-        prompt_upsampling=msg.prompt_upsampling,
-        output_format=msg.output_format,
-    )
+    job = FillJob(rgb=rgb, mask=mask, **msg.params)
     sent = [-1]
 
     def progress(percent: int) -> None:
@@ -421,21 +410,7 @@ class EngineHost:
         np.copyto(mask, job.mask)
         del rgb, mask
         self._cancel.clear()
-        self._conn.send(
-            Run(
-                job_id=job_id,
-                shm=segment.name,
-                height=height,
-                width=width,
-                prompt=job.prompt,
-                seed=job.seed,
-                steps=job.steps,
-                guidance=job.guidance,
-                safety_tolerance=job.safety_tolerance,
-                prompt_upsampling=job.prompt_upsampling,
-                output_format=job.output_format,
-            )
-        )
+        self._conn.send(Run(job_id, segment.name, height, width, job_params(job)))
         try:
             reply = await self._await_reply(progress, stopped, timeout)
         except asyncio.CancelledError:

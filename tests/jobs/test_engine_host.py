@@ -9,8 +9,10 @@ an engine's exception keeps the process, a load failure is the engine's own sent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,15 +176,19 @@ def _job(prompt: str = "fill it", side: int = 48) -> FillJob:
     return FillJob(rgb=rng.integers(0, 256, (side, side + 5, 3), np.uint8), mask=mask, prompt=prompt, seed=3)
 
 
-def _settings(tmp_path: Path, engine: str) -> Settings:
-    return Settings(data_dir=tmp_path, engine=engine)
+@contextlib.asynccontextmanager
+async def hosted(tmp_path: Path, engine: str) -> AsyncIterator[EngineHost]:
+    host = EngineHost(Settings(data_dir=tmp_path, engine=engine))
+    await host.start()
+    try:
+        yield host
+    finally:
+        await host.close()
 
 
 def test_pixels_go_through_shared_memory_and_back_exactly(tmp_path: Path) -> None:
     async def go() -> None:
-        host = EngineHost(_settings(tmp_path, "tests.utils.engines:SleepEngine"))
-        await host.start()
-        try:
+        async with hosted(tmp_path, "tests.utils.engines:SleepEngine") as host:
             for side in (48, 300, 64):  # the segment grows for the larger canvas, then is reused
                 job = _job(side=side)
                 seen: list[int] = []
@@ -193,40 +199,30 @@ def test_pixels_go_through_shared_memory_and_back_exactly(tmp_path: Path) -> Non
                 assert out.notes == {"engine": "sleep"}
                 assert seen[-1] == 100 and seen == sorted(seen)
             assert host.name == "sleep" and host.restarts == 0
-        finally:
-            await host.close()
 
     asyncio.run(go())
 
 
 def test_engine_errors_keep_their_code_and_a_crash_gets_a_new_process(tmp_path: Path) -> None:
     async def go() -> None:
-        host = EngineHost(_settings(tmp_path, "tests.utils.engines:AbortEngine"))
-        await host.start()
-        try:
+        async with hosted(tmp_path, "tests.utils.engines:AbortEngine") as host:
             first = host.pid
             with pytest.raises(EngineCrashed, match="SIGABRT"):
                 await host.fill(_job("misbehave"), lambda _: None, lambda: False, 30)
             out = await host.fill(_job(), lambda _: None, lambda: False, 30)
             assert out.rgb.shape == _job().rgb.shape
             assert host.pid != first and host.restarts == 1
-        finally:
-            await host.close()
-        failing = EngineHost(_settings(tmp_path, "tests.utils.engines:BrokenEngine"))
-        await failing.start()
-        try:
+        async with hosted(tmp_path, "tests.utils.engines:BrokenEngine") as failing:
             with pytest.raises(EngineFailed, match="The broken engine failed on this job"):
                 await failing.fill(_job(), lambda _: None, lambda: False, 30)
             assert failing.restarts == 0  # an exception in the engine costs the job, not the process
-        finally:
-            await failing.close()
 
     asyncio.run(go())
 
 
 def test_a_load_failure_is_the_engines_own_sentence(tmp_path: Path) -> None:
     async def go() -> None:
-        host = EngineHost(_settings(tmp_path, "bfl"))
+        host = EngineHost(Settings(data_dir=tmp_path, engine="bfl"))
         with pytest.raises(EngineLoadFailed, match="needs FILLFRAME_BFL_API_KEY"):
             await host.start()
         await host.close()
