@@ -402,7 +402,11 @@ class EngineHost:
     ) -> FillOutput:
         """Fill `job` in the child; raises as the class says. Returns the output in this process."""
         await self._ready(stopped)
-        assert self._conn is not None
+        assert self._conn is not None and self._proc is not None
+        if not self._proc.is_alive():  # it died between jobs (the OOM killer picks idle ones too)
+            self._restart("crash")
+            await self._ready(stopped)
+            assert self._conn is not None
         height, width = job.mask.shape
         segment = self._segment_for(height, width)
         rgb, mask, out = views(segment.buf, height, width)
@@ -410,7 +414,9 @@ class EngineHost:
         np.copyto(mask, job.mask)
         del rgb, mask
         self._cancel.clear()
-        self._conn.send(Run(job_id, segment.name, height, width, job_params(job)))
+        # If it died since, its end of the pipe is closed and `_await_reply` reads the EOF.
+        with contextlib.suppress(OSError):
+            self._conn.send(Run(job_id, segment.name, height, width, job_params(job)))
         try:
             reply = await self._await_reply(progress, stopped, timeout)
         except asyncio.CancelledError:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -216,6 +219,20 @@ def test_engine_errors_keep_their_code_and_a_crash_gets_a_new_process(tmp_path: 
             with pytest.raises(EngineFailed, match="The broken engine failed on this job"):
                 await failing.fill(_job(), lambda _: None, lambda: False, 30)
             assert failing.restarts == 0  # an exception in the engine costs the job, not the process
+
+    asyncio.run(go())
+
+
+def test_a_process_killed_between_jobs_is_replaced_before_the_next(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with hosted(tmp_path, "tests.utils.engines:SleepEngine") as host:
+            first = host.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)  # as the OOM killer would, while it idles
+            await asyncio.to_thread(time.sleep, 0.3)
+            out = await host.fill(_job(), lambda _: None, lambda: False, 30)
+            assert out.rgb.shape == _job().rgb.shape
+            assert host.pid not in (None, first) and host.restarts == 1
 
     asyncio.run(go())
 
