@@ -254,7 +254,7 @@ class EngineHost:
     `fill` raises `EngineCrashed` when the child dies or outgrows `memory_limit_bytes`,
     `TimedOut` past the deadline and `Cancelled` when `stopped()` turns true; in each case the child
     is killed (if still alive) and a new one is started in the background, and the next `fill`
-    waits for it. `on_restart(reason)` and `on_ready(host)` let the worker count restarts.
+    waits for it. `on_restart(reason)` lets the worker count restarts.
     """
 
     def __init__(
@@ -264,13 +264,11 @@ class EngineHost:
         memory_limit_bytes: int | None = None,
         cancel_grace: float = CANCEL_GRACE_SECONDS,
         on_restart: Callable[[str], None] | None = None,
-        on_ready: Callable[[EngineHost], None] | None = None,
     ) -> None:
         self.settings = settings
         self.memory_limit_bytes = memory_limit_bytes
         self.cancel_grace = cancel_grace
         self.on_restart = on_restart
-        self.on_ready = on_ready
         self.name = settings.engine
         self.pid: int | None = None
         self.ready_at = 0.0  # time.time() the current child became ready
@@ -309,8 +307,6 @@ class EngineHost:
         first = await self._inbox.get()
         if isinstance(first, Ready):
             self.name, self.pid, self.ready_at = first.engine, first.pid, time.time()
-            if self.on_ready is not None:
-                self.on_ready(self)
             log.info("engine %s loaded in process %d", self.name, first.pid)
             return
         await self._reap()
