@@ -248,6 +248,14 @@ def _death(exitcode: int | None) -> str:
     return f"exit status {exitcode}"
 
 
+def _drop(segment: SharedMemory) -> None:
+    """Unlink a segment; unmapping waits for the garbage collector when views of it still live
+    (a traceback that holds a failed fill's frame)."""
+    segment.unlink()
+    with contextlib.suppress(BufferError):
+        segment.close()
+
+
 class EngineHost:
     """One child process with the configured engine, used by one job at a time.
 
@@ -369,8 +377,7 @@ class EngineHost:
                 await self._starting
         await self._reap()
         if self._segment is not None:
-            self._segment.close()
-            self._segment.unlink()
+            _drop(self._segment)
             self._segment = None
 
     # jobs
@@ -388,8 +395,7 @@ class EngineHost:
         need = segment_bytes(height, width)
         if self._segment is None or self._segment.size < need:
             if self._segment is not None:
-                self._segment.close()
-                self._segment.unlink()  # the child still maps it until its next `Run` names another
+                _drop(self._segment)  # the child still maps it until its next `Run` names another
             self._segment = SharedMemory(create=True, size=max(need, 1 << 20))
         return self._segment
 

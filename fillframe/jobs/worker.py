@@ -238,6 +238,13 @@ class InThread:
 SLOW_PREPARE_SECONDS = 1.0
 
 
+def _held_ahead(state: RunState, now: float) -> bool:
+    """Held beside the engines: prepared, being stored, or fetching (but not slowly)."""
+    if state.phase == "preparing":
+        return now - state.since < SLOW_PREPARE_SECONDS
+    return state.phase in ("waiting", "storing")
+
+
 class Worker:
     """Claims jobs and carries each through a pipeline: prepare (fetch, decode) -> fill on a free
     engine -> encode and store -> finish. Engines only fill; the next jobs are prepared, and the
@@ -275,6 +282,7 @@ class Worker:
         self._hosts: list[EngineHost] = []
         self._free: list[Runner] = []  # engine slots with no job
         self._changed = asyncio.Event()  # set (and replaced) when a job changes phase or frees a slot
+        self._ended = asyncio.Event()  # set (and replaced) when one of this worker's jobs ends
         self._claims = itertools.count()
         self._stop = asyncio.Event()  # the `stop` of `run` / `_loop`
         self._carried: set[asyncio.Task[None]] = set()
@@ -343,28 +351,37 @@ class Worker:
             state.halt("shutdown")
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        waiter = asyncio.ensure_future(self.notifier.wait(self.settings.poll_seconds))
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        stopper.cancel()
+        """After a claim found nothing: wait for news of a queued job, or for one of this worker's
+        own jobs to end (that may bring its account back under its concurrency limit)."""
+        waits = [
+            asyncio.ensure_future(self.notifier.wait(self.settings.poll_seconds)),
+            asyncio.ensure_future(stop.wait()),
+        ]
+        if self.running:
+            waits.append(asyncio.ensure_future(self._ended.wait()))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waits:
+            waiter.cancel()
 
-    def _poke(self) -> None:
-        """Wake whoever waits for a change: the claimer (room) and jobs waiting for an engine."""
+    def _poke(self, ended: bool = False) -> None:
+        """Wake whoever waits for a change: the claimer (room) and jobs waiting for an engine;
+        with `ended`, also a claimer idle after an empty claim."""
         self._changed.set()
         self._changed = asyncio.Event()
+        if ended:
+            self._ended.set()
+            self._ended = asyncio.Event()
 
-    def has_room(self) -> bool:
-        """Room to claim one more job: fewer than `ahead` jobs prepared or preparing (slow fetches
-        not counted) and fewer than `capacity` held in all."""
+    def has_room(self, excluding: RunState | None = None) -> bool:
+        """Room to claim one more job: fewer than `ahead` jobs prepared, preparing (slow fetches
+        not counted) or being stored, and fewer than `capacity` held in all. (A job is PROCESSING
+        from its claim to its finish and counts against its account's concurrency limit, so a
+        worker holds few beyond the ones its engines fill.) A job ending may claim the next one
+        in its finish statement: it asks, `excluding` itself."""
         if len(self.running) >= self.capacity:
             return False
         now = time.monotonic()
-        ahead = sum(
-            1
-            for s in self.running.values()
-            if s.phase == "waiting" or (s.phase == "preparing" and now - s.since < SLOW_PREPARE_SECONDS)
-        )
+        ahead = sum(1 for s in self.running.values() if s is not excluding and _held_ahead(s, now))
         return ahead < self.ahead
 
     async def _wait_for_room(self, stop: asyncio.Event) -> None:
@@ -493,14 +510,24 @@ class Worker:
         progress_hook = await self._progress_hook(row)
         watcher = asyncio.create_task(self._watch(job_id, state, done, progress_hook))
         try:
-            outcome = await self._execute(row, state)
+            try:
+                outcome = await self._execute(row, state)
+            finally:
+                done.set()
+                await watcher
+                if progress_hook is not None:
+                    await progress_hook.close()
+            state.enter("storing")  # until it has ended: counted as held ahead (see `has_room`)
+            return await self._conclude(row, state, outcome, claim_next)
         finally:
-            done.set()
-            await watcher
-            if progress_hook is not None:
-                await progress_hook.close()
             self.running.pop(job_id, None)
-            self._poke()
+            self._poke(ended=True)
+
+    async def _conclude(
+        self, row: dict[str, Any], state: RunState, outcome: Outcome, claim_next: bool
+    ) -> dict[str, Any] | None:
+        """Hand the job back, drop its output, queue it again or finish it, as its run ended."""
+        job_id = row["id"]
         if state.reason == "shutdown":
             await queue.release(self.db, job_id, self.id)
             log.info("job %s released for another worker", job_id)
@@ -520,7 +547,7 @@ class Worker:
             retention=self.retention,
             linker=self.linker,
             has_webhook=row["webhook_url"] is not None,
-            claim_lease=self.settings.lease_seconds if claim_next and self.has_room() else None,
+            claim_lease=self.settings.lease_seconds if claim_next and self.has_room(state) else None,
         )
         if not finished.ended:
             await self._discard(outcome)
