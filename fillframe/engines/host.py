@@ -8,8 +8,8 @@ the API beside it.
 Parent and child speak in small typed messages over a pipe (job in; progress, done, failed out).
 Pixels never go through the pipe: the parent writes the canvas and mask into a shared-memory
 segment that the child maps, and the child writes the filled canvas back into the same segment.
-Cancel is a flag both processes see (a `multiprocessing.Event`), so the engine's `cancelled()`
-costs no message.
+Cancel is a flag byte at the head of that segment, so the engine's `cancelled()` costs no
+message and the host needs no lock or semaphore of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from multiprocessing.shared_memory import SharedMemory
-from multiprocessing.synchronize import Event as MpEvent
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -113,16 +112,19 @@ class Failed:
 # --- pixels in shared memory ---------------------------------------------------------------
 
 
+_HEADER = 64  # byte 0: the cancel flag, set by the parent, read by the engine's `cancelled()`
+
+
 def segment_bytes(height: int, width: int) -> int:
-    return height * width * 7  # rgb in (3), mask (1), rgb out (3)
+    return _HEADER + height * width * 7  # then rgb in (3), mask (1), rgb out (3)
 
 
 def views(buf: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The segment's rgb in (HxWx3), mask (HxW) and rgb out (HxWx3), as uint8 views."""
     plane = height * width
-    rgb = np.ndarray((height, width, 3), np.uint8, buffer=buf, offset=0)
-    mask = np.ndarray((height, width), np.uint8, buffer=buf, offset=3 * plane)
-    out = np.ndarray((height, width, 3), np.uint8, buffer=buf, offset=4 * plane)
+    rgb = np.ndarray((height, width, 3), np.uint8, buffer=buf, offset=_HEADER)
+    mask = np.ndarray((height, width), np.uint8, buffer=buf, offset=_HEADER + 3 * plane)
+    out = np.ndarray((height, width, 3), np.uint8, buffer=buf, offset=_HEADER + 4 * plane)
     return rgb, mask, out
 
 
@@ -142,7 +144,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def child_main(settings: Settings, conn: multiprocessing.connection.Connection, cancel: MpEvent) -> None:
+def child_main(settings: Settings, conn: multiprocessing.connection.Connection) -> None:
     """The child's whole life: load the engine, then fill one `Run` at a time until the pipe closes."""
     from fillframe import logs
     from fillframe.engines.base import create_engine
@@ -171,13 +173,13 @@ def child_main(settings: Settings, conn: multiprocessing.connection.Connection, 
             segment = SharedMemory(msg.shm)
         token = logs.job_id.set(msg.job_id)
         try:
-            conn.send(_fill_in_child(engine, msg, segment, conn, cancel))
+            conn.send(_fill_in_child(engine, msg, segment, conn))
         finally:
             logs.job_id.reset(token)
 
 
 def _fill_in_child(
-    engine: Any, msg: Run, segment: SharedMemory, conn: multiprocessing.connection.Connection, cancel: MpEvent
+    engine: Any, msg: Run, segment: SharedMemory, conn: multiprocessing.connection.Connection
 ) -> Done | Failed:
     rgb, mask, out = views(segment.buf, msg.height, msg.width)
     job = FillJob(rgb=rgb, mask=mask, **msg.params)
@@ -189,7 +191,12 @@ def _fill_in_child(
             conn.send(Progress(int(percent)))
 
     try:
-        result = engine.fill(job, progress, cancel.is_set)
+        flag = segment.buf
+
+        def cancelled() -> bool:
+            return flag[0] != 0
+
+        result = engine.fill(job, progress, cancelled)
         problem = shape_problem(rgb.shape, result.rgb)
         if problem is not None:
             return Failed("engine_error", problem)
@@ -284,7 +291,6 @@ class EngineHost:
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
-        self._cancel = self._ctx.Event()
         self._inbox: asyncio.Queue[object] = asyncio.Queue()
         self._segment: SharedMemory | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -302,7 +308,7 @@ class EngineHost:
         parent_end, child_end = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=child_main,
-            args=(self.settings, child_end, self._cancel),
+            args=(self.settings, child_end),
             name="fillframe-engine",
             daemon=True,
         )
@@ -391,6 +397,10 @@ class EngineHost:
         if self._closed or self._proc is None or self._conn is None:
             raise EngineFailed(f"The {self.name} engine is not running.")
 
+    def _set_cancel(self) -> None:
+        if self._segment is not None:
+            self._segment.buf[0] = 1
+
     def _segment_for(self, height: int, width: int) -> SharedMemory:
         need = segment_bytes(height, width)
         if self._segment is None or self._segment.size < need:
@@ -415,7 +425,7 @@ class EngineHost:
         np.copyto(rgb, job.rgb)
         np.copyto(mask, job.mask)
         del rgb, mask
-        self._cancel.clear()
+        segment.buf[0] = 0  # not cancelled
         # If it died since, its end of the pipe is closed and `_await_reply` reads the EOF.
         with contextlib.suppress(OSError):
             self._conn.send(Run(job_id, segment.name, height, width, job_params(job)))
@@ -458,7 +468,7 @@ class EngineHost:
                 raise TimedOut(f"The engine did not finish within {timeout:g} seconds.")
             if stopped():
                 if stop_at is None:
-                    self._cancel.set()
+                    self._set_cancel()
                     stop_at = now
                 elif now - stop_at >= self.cancel_grace:
                     log.warning("the engine ignored a stop for %.1f s; killing its process", now - stop_at)
