@@ -113,23 +113,22 @@ def serve(host: str, port: int, no_worker: bool) -> None:
 
 async def _run_worker(settings: Settings) -> None:
     from fillframe.db import Database
-    from fillframe.engines import create_engine
     from fillframe.jobs.worker import Worker, stop_gracefully
     from fillframe.storage import BlobStore
 
-    try:
-        engine = create_engine(settings)
-        await asyncio.to_thread(engine.load)
-    except (ValueError, RuntimeError, ImportError) as exc:
-        raise click.ClickException(f"The worker could not start: {exc}") from None
     db = Database(settings.db_url)
-    worker = Worker(settings, db, BlobStore(settings), engine)
+    worker = Worker(settings, db, BlobStore(settings))
+    try:
+        await worker.start()  # the engine loads in the worker's child process
+    except RuntimeError as exc:
+        await db.close()
+        raise click.ClickException(f"The worker could not start: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(worker.run(stop))
-    logging.getLogger("fillframe.worker").info("worker %s running engine %s", worker.id, engine.name)
+    logging.getLogger("fillframe.worker").info("worker %s running engine %s", worker.id, worker.engine_name)
     await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     await stop_gracefully(worker, task, settings.shutdown_grace_seconds)

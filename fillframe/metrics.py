@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Protocol
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -14,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fillframe.db import Database, credit_ledger, jobs, utcnow
+from fillframe.engines.host import rss_bytes
 
 REGISTRY = CollectorRegistry()
 
@@ -37,6 +39,54 @@ WEBHOOK_DELIVERIES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+
+
+ENGINE_RESTARTS = Counter(
+    "fillframe_engine_restarts_total",
+    "Engine host processes replaced (this process's workers), by reason: crash, timeout, cancel "
+    "(ignored), memory (over the limit), abandoned.",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
+class HostInfo(Protocol):
+    pid: int | None  # None while (re)starting
+    ready_at: float  # time.time() the current process became ready
+
+
+class EngineHostCollector(Collector):
+    """Memory and start time of this process's engine host processes, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, HostInfo] = {}
+
+    def track(self, slot: str, host: HostInfo) -> None:
+        self.hosts[slot] = host
+
+    def forget(self, host: object) -> None:
+        self.hosts = {slot: h for slot, h in self.hosts.items() if h is not host}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        memory = GaugeMetricFamily(
+            "fillframe_engine_host_memory_bytes",
+            "Resident memory of each engine host process.",
+            labels=["slot"],
+        )
+        ready = GaugeMetricFamily(
+            "fillframe_engine_host_ready_timestamp_seconds",
+            "When each engine host process last became ready (a restart moves it).",
+            labels=["slot"],
+        )
+        for slot, host in sorted(self.hosts.items()):
+            memory.add_metric([slot], rss_bytes(host.pid) if host.pid else 0)
+            ready.add_metric([slot], host.ready_at)
+        yield memory
+        yield ready
+
+
+ENGINE_HOSTS = EngineHostCollector()
+REGISTRY.register(ENGINE_HOSTS)
 
 
 class DatabaseCollector(Collector):

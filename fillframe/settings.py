@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         description="`classic`, `telea`, `flux`, `bfl`, or `package.module:Class` for your own.",
     )
     worker_concurrency: int = Field(default=1, ge=1, le=64, description="Jobs a worker process runs at once.")
+    engine_memory_limit_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="An engine process above this resident memory is restarted (its job: engine_error).",
+    )
 
     max_body_bytes: int = Field(default=40 * 1024 * 1024, description="Largest request body (413 beyond).")
     max_image_bytes: int = Field(

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -20,27 +21,36 @@ from fillframe.jobs.queue import Notifier, listen
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore
 
+if TYPE_CHECKING:
+    from fillframe.engines.base import Engine
+
 log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
-    """Run an in-process worker beside the API for the app's lifetime.
-
-    The engine is imported and loaded in the background, so the API answers at once (jobs wait
-    QUEUED until the engine is ready); `/readyz` tells which.
+async def _worker_running(app: FastAPI, settings: Settings, engine: Engine | None) -> AsyncIterator[None]:
+    """Run a worker beside the API for the app's lifetime; its engine loads in the worker's child
+    process (never in this one), in the background, so the API answers at once (jobs wait QUEUED
+    until the engine is ready); `/readyz` tells which.
     """
-    from fillframe.engines import create_engine
     from fillframe.jobs.worker import Worker, stop_gracefully
 
     stop = asyncio.Event()
     app.state.worker = None
+    worker = Worker(settings, app.state.db, app.state.store, engine, app.state.notifier)
 
     async def start_and_run() -> None:
-        engine = await asyncio.to_thread(create_engine, settings)
-        await asyncio.to_thread(engine.load)
-        app.state.worker = Worker(settings, app.state.db, app.state.store, engine, app.state.notifier)
-        await app.state.worker.run(stop)
+        starting = asyncio.ensure_future(worker.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():  # stopped while the engine was still loading
+            starting.cancel()
+            await worker.close()
+            return
+        starting.result()
+        app.state.worker = worker
+        await worker.run(stop)
 
     def stop_if_failed(task: asyncio.Task[None]) -> None:
         """A worker that cannot start (its engine failed to load) takes the server down, loudly."""
@@ -60,10 +70,15 @@ async def _worker_running(app: FastAPI, settings: Settings) -> AsyncIterator[Non
         yield
     finally:
         stop.set()
-        await stop_gracefully(app.state.worker, task, settings.shutdown_grace_seconds)
+        await stop_gracefully(worker, task, settings.shutdown_grace_seconds)
+        await worker.close()  # when it never got to run (its engine was still loading)
 
 
-def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
+def create_app(settings: Settings, *, run_worker: bool = False, engine: Engine | None = None) -> FastAPI:
+    """With `run_worker`, a worker runs beside the API; its engine in a child process, unless a
+    loaded `engine` is given to fill in this process's threads (`bench/e2e.py` measures the
+    process hop against that)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -77,7 +92,7 @@ def create_app(settings: Settings, *, run_worker: bool = False) -> FastAPI:
             listener = asyncio.create_task(listen(app.state.db, app.state.notifier, stop))
         try:
             if run_worker:
-                async with _worker_running(app, settings):
+                async with _worker_running(app, settings, engine):
                     yield
             else:
                 yield

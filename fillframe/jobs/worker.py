@@ -1,6 +1,7 @@
-"""The worker loop: claim -> load inputs -> engine.fill (in a thread) -> store output -> finish.
+"""The worker: claim -> prepare inputs -> fill on an engine -> encode and store -> finish, as a
+pipeline, with the engine in its own process (`engines/host.py`).
 
-A worker holds each claimed job under a lease that a watcher task renews while the engine runs;
+A worker holds each claimed job under a lease that a watcher task renews from claim to finish;
 the same watcher stores progress and notices cancel requests. If the process dies, the lease runs
 out and any other worker's sweeper puts the job back in the queue.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -18,13 +20,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from fillframe import logs, metrics, uploads
-from fillframe.db import Database
+from fillframe.db import Database, jobs, utcnow
 from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
+from fillframe.engines.host import EngineCrashed, EngineHost, shape_problem
 from fillframe.errors import Cancelled, FillError, TimedOut
 from fillframe.imaging.canvas import OutpaintSpec, build_canvas, outpaint_spec, plan_canvas
 from fillframe.imaging.decode import decode_image, decode_mask
@@ -45,11 +48,17 @@ _WATCH_SECONDS = 0.25
 
 @dataclass
 class RunState:
-    """Shared between the event loop and the engine's thread."""
+    """One claimed job's run, shared by its task, its watcher and (in-thread engines) the engine's
+    thread. `phase` tells where the job is in the worker's pipeline."""
 
     progress: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
+    halted: asyncio.Event = field(default_factory=asyncio.Event)  # `stop`, for the event loop
     reason: str = ""  # "cancel" | "shutdown" | "lost" | "timeout" once `stop` is set
+    phase: str = "preparing"  # -> "waiting" (for an engine) -> "filling" -> "storing"
+    since: float = field(default_factory=time.monotonic)  # when the phase began
+    seq: int = 0  # claim order
+    crashed: bool = False  # the engine's process died on it: the attempt is retried if any are left
 
     def set_progress(self, percent: int) -> None:
         self.progress = max(self.progress, min(99, int(percent)))
@@ -58,6 +67,10 @@ class RunState:
         if not self.stop.is_set():
             self.reason = reason
             self.stop.set()
+            self.halted.set()
+
+    def enter(self, phase: str) -> None:
+        self.phase, self.since = phase, time.monotonic()
 
 
 SourceLoader = Callable[[str, str], Awaitable[bytes]]
@@ -148,8 +161,9 @@ def decode_inputs(
 def check_output(job: FillJob, out: FillOutput) -> np.ndarray:
     """Engines must return the canvas size; pixels outside the mask are restored bit-identically."""
     rgb = out.rgb
-    if rgb.shape != job.rgb.shape or rgb.dtype != np.uint8:
-        raise FillError(f"The engine returned an image of shape {rgb.shape}, expected {job.rgb.shape}.")
+    problem = shape_problem(job.rgb.shape, rgb)
+    if problem is not None:
+        raise FillError(problem)
     keep = job.mask < 128
     if np.array_equal(rgb[keep], job.rgb[keep]):
         return rgb
@@ -170,26 +184,88 @@ def render(engine: Engine, job: FillJob, progress: ProgressFn, cancelled: Cancel
     """The engine's fill (nothing to fill: the canvas is the answer), the unmasked pixels
     restored, the encoding. Blocking."""
     out = engine.fill(job, progress, cancelled) if job.mask.any() else FillOutput(job.rgb.copy())
-    data, content_type = encode_image(check_output(job, out), job.output_format)
-    return Rendered(data, job.output_format, content_type, out.notes)
+    return encode_output(job, out)
 
 
 Produced = tuple[StoredFile, dict[str, Any] | None]  # the stored output and the engine's notes
 
 
+def encode_output(job: FillJob, out: FillOutput) -> Rendered:
+    """The engine's output with the unmasked pixels restored, encoded (blocking)."""
+    data, content_type = encode_image(check_output(job, out), job.output_format)
+    return Rendered(data, job.output_format, content_type, out.notes)
+
+
+class Runner(Protocol):
+    """Where fills run: an engine host process (`EngineHost`) or a thread of this one (`InThread`)."""
+
+    name: str
+
+    async def fill(
+        self, job: FillJob, progress: ProgressFn, stopped: CancelledFn, timeout: float, job_id: str = ""
+    ) -> FillOutput: ...
+
+    async def close(self) -> None: ...
+
+
+class InThread:
+    """An engine loaded in this process, filled in a thread: what workers did before engine hosts,
+    kept for tests with engines defined in the test and for `bench/e2e.py --in-thread`. A crash
+    takes the process down and a thread past its deadline cannot be stopped (its output is
+    dropped)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.name = engine.name
+
+    async def fill(
+        self, job: FillJob, progress: ProgressFn, stopped: CancelledFn, timeout: float, job_id: str = ""
+    ) -> FillOutput:
+        work = asyncio.ensure_future(asyncio.to_thread(self.engine.fill, job, progress, stopped))
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), timeout)
+        except TimeoutError:
+            work.add_done_callback(lambda w: w.cancelled() or w.exception())  # retrieved, not logged
+            raise TimedOut(f"The engine did not finish within {timeout:g} seconds.") from None
+
+    async def close(self) -> None:
+        pass
+
+
+# A job fetching its inputs for longer than this stops counting against the jobs prepared ahead,
+# so a slow image host holds up only its own job (up to `max_concurrent_fetches` such jobs).
+SLOW_PREPARE_SECONDS = 1.0
+
+
+def _held_ahead(state: RunState, now: float) -> bool:
+    """Held beside the engines: prepared, being stored, or fetching (but not slowly)."""
+    if state.phase == "preparing":
+        return now - state.since < SLOW_PREPARE_SECONDS
+    return state.phase in ("waiting", "storing")
+
+
 class Worker:
+    """Claims jobs and carries each through a pipeline: prepare (fetch, decode) -> fill on a free
+    engine -> encode and store -> finish. Engines only fill; the next jobs are prepared, and the
+    last ones stored, while they do.
+
+    By default each of `worker_concurrency` engine slots is an `EngineHost` child process running
+    `settings.engine`; given a loaded `engine`, the slots fill in threads of this process instead.
+    """
+
     def __init__(
         self,
         settings: Settings,
         db: Database,
         store: BlobStore,
-        engine: Engine,
+        engine: Engine | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.store = store
         self.engine = engine
+        self.engine_name = engine.name if engine is not None else settings.engine
         # Given a notifier, the worker shares it with an API in its process, whose waiting
         # requests then need to hear of jobs other processes finish; a lone worker does not.
         self.notifier = notifier or Notifier()
@@ -201,13 +277,61 @@ class Worker:
         # Result links in `completed` webhooks; without PUBLIC_URL, each job's submit host.
         self.linker = Linker(store, settings.signing_secret(), settings.public_url or "")
         self.deliverer = deliver.Deliverer(db, settings)
-        self._late_discards: set[asyncio.Task[None]] = set()
+        self.runners: list[Runner] = []
+        self._hosts: list[EngineHost] = []
+        self._free: list[Runner] = []  # engine slots with no job
+        self._changed = asyncio.Event()  # set (and replaced) when a job changes phase or frees a slot
+        self._ended = asyncio.Event()  # set (and replaced) when one of this worker's jobs ends
+        self._claims = itertools.count()
+        self._stop = asyncio.Event()  # the `stop` of `run` / `_loop`
+        self._carried: set[asyncio.Task[None]] = set()
+        # Prepared ahead of the engines: one job per slot ready or fetching, at most this many
+        # jobs held in all (running, ahead, slow to fetch, being stored).
+        self.ahead = settings.worker_concurrency
+        self.capacity = 2 * settings.worker_concurrency + settings.max_concurrent_fetches
+
+    async def start(self) -> None:
+        """Load the engine in every slot (once; later calls return at once). Raises
+        `EngineLoadFailed` (a RuntimeError) with the engine's own sentence when it cannot load."""
+        if self.runners:
+            return
+        if self.engine is not None:
+            runners: list[Runner] = [InThread(self.engine)] * self.settings.worker_concurrency
+        else:
+            if not self._hosts:
+                self._hosts = [self._host(slot) for slot in range(self.settings.worker_concurrency)]
+            started = await asyncio.gather(*(h.start() for h in self._hosts), return_exceptions=True)
+            failures = [r for r in started if isinstance(r, BaseException)]
+            if failures:
+                await self.close()
+                raise failures[0]
+            runners = list(self._hosts)
+        self.engine_name = runners[0].name
+        self.runners = runners
+        self._free = list(runners)
+
+    def _host(self, slot: int) -> EngineHost:
+        limit = self.settings.engine_memory_limit_mb
+        host = EngineHost(
+            self.settings,
+            memory_limit_bytes=int(limit * 2**20) if limit else None,
+            on_restart=lambda reason: metrics.ENGINE_RESTARTS.labels(reason).inc(),
+        )
+        metrics.ENGINE_HOSTS.track(str(slot), host)
+        return host
+
+    async def close(self) -> None:
+        """Stop the engine host processes (also those still loading)."""
+        hosts, self._hosts, self.runners = self._hosts, [], []
+        for host in hosts:
+            await host.close()
+            metrics.ENGINE_HOSTS.forget(host)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run `worker_concurrency` claim loops, a lease sweeper and `webhook_concurrency`
-        webhook delivery loops until `stop` is set."""
-        tasks = [asyncio.create_task(self._loop(stop)) for _ in range(self.settings.worker_concurrency)]
-        tasks.append(asyncio.create_task(self._sweep(stop)))
+        """Run the claim pipeline, a lease sweeper and `webhook_concurrency` webhook delivery
+        loops until `stop` is set; then stop the engines."""
+        await self.start()
+        tasks = [asyncio.create_task(self._loop(stop)), asyncio.create_task(self._sweep(stop))]
         if self.settings.webhook_concurrency:
             tasks.append(asyncio.create_task(self.deliverer.run(stop)))
         if not self.db.is_sqlite:
@@ -218,6 +342,7 @@ class Worker:
         finally:
             for task in tasks:
                 task.cancel()
+            await self.close()
 
     def shutdown_running(self) -> None:
         """Ask running engines to stop so their jobs can be released (grace period over)."""
@@ -225,43 +350,100 @@ class Worker:
             state.halt("shutdown")
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        waiter = asyncio.ensure_future(self.notifier.wait(self.settings.poll_seconds))
+        """After a claim found nothing: wait for news of a queued job, or for one of this worker's
+        own jobs to end (that may bring its account back under its concurrency limit)."""
+        waits = [
+            asyncio.ensure_future(self.notifier.wait(self.settings.poll_seconds)),
+            asyncio.ensure_future(stop.wait()),
+        ]
+        if self.running:
+            waits.append(asyncio.ensure_future(self._ended.wait()))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waits:
+            waiter.cancel()
+
+    def _poke(self, ended: bool = False) -> None:
+        """Wake whoever waits for a change: the claimer (room) and jobs waiting for an engine;
+        with `ended`, also a claimer idle after an empty claim."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+        if ended:
+            self._ended.set()
+            self._ended = asyncio.Event()
+
+    def has_room(self, excluding: RunState | None = None) -> bool:
+        """Room to claim one more job: fewer than `ahead` jobs prepared, preparing (slow fetches
+        not counted) or being stored, and fewer than `capacity` held in all. (A job is PROCESSING
+        from its claim to its finish and counts against its account's concurrency limit, so a
+        worker holds few beyond the ones its engines fill.) A job ending may claim the next one
+        in its finish statement: it asks, `excluding` itself."""
+        if len(self.running) >= self.capacity:
+            return False
+        now = time.monotonic()
+        ahead = sum(1 for s in self.running.values() if s is not excluding and _held_ahead(s, now))
+        return ahead < self.ahead
+
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        changed = asyncio.ensure_future(self._changed.wait())
+        # Re-checked on a timer too: a fetch turns slow without any event.
+        await asyncio.wait([stopper, changed], timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
+        changed.cancel()
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        row: dict[str, Any] | None = None  # a job claimed while the last one was finished
+        """Claim while there is room, each claimed job carried by its own task; at `stop`, hand
+        back the jobs no engine has started and wait for the rest."""
+        await self.start()
+        self._stop = stop
         while not stop.is_set():
-            if row is None:
-                try:
-                    row = await queue.claim(self.db, self.id, self.settings.lease_seconds)
-                except Exception:
-                    log.exception("claim failed; retrying")
-                    await asyncio.sleep(1.0)
-                    continue
+            if not self.has_room():
+                await self._wait_for_room(stop)
+                continue
+            try:
+                row = await queue.claim(self.db, self.id, self.settings.lease_seconds)
+            except Exception:
+                log.exception("claim failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
             if row is None:
                 await self._idle(stop)
                 continue
-            job, row = row, None
-            try:
-                token = logs.job_id.set(job["id"])
-                try:
-                    row = await self.run_job(job, claim_next=not stop.is_set())
-                finally:
-                    logs.job_id.reset(token)
-            except Exception:
-                # The job keeps its lease and is retried after it runs out; the loop lives on.
-                log.exception("job %s could not be finished", job["id"])
-                await asyncio.sleep(1.0)
-        if row is not None:  # claimed as the stop came: another worker may have it at once
-            try:
-                await queue.release(self.db, row["id"], self.id)
-            except Exception:
-                log.exception(
-                    "job %s could not be handed back; it will be when its lease runs out", row["id"]
-                )
+            self._carry(row, stop)
+        for state in self.running.values():
+            if state.phase in ("preparing", "waiting"):
+                state.halt("shutdown")
+        while self._carried:
+            await asyncio.wait(list(self._carried))
+
+    def _carry(self, row: dict[str, Any], stop: asyncio.Event) -> None:
+        task = asyncio.create_task(self._carry_one(row, stop))
+        self._carried.add(task)
+        task.add_done_callback(self._carried.discard)
+
+    async def _carry_one(self, row: dict[str, Any], stop: asyncio.Event) -> None:
+        token = logs.job_id.set(row["id"])
+        try:
+            next_job = await self.run_job(row, claim_next=not stop.is_set())
+        except Exception:
+            # The job keeps its lease and is retried after it runs out; the worker lives on.
+            log.exception("job %s could not be finished", row["id"])
+            next_job = None
+        finally:
+            logs.job_id.reset(token)
+            self._poke()
+        if next_job is None:
+            return
+        if stop.is_set():  # claimed as the stop came: another worker may have it at once
+            await self._hand_back(next_job["id"])
+        else:
+            self._carry(next_job, stop)
+
+    async def _hand_back(self, job_id: str) -> None:
+        try:
+            await queue.release(self.db, job_id, self.id)
+        except Exception:
+            log.exception("job %s could not be handed back; it will be when its lease runs out", job_id)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         interval = max(0.5, min(10.0, self.settings.lease_seconds / 4))
@@ -317,27 +499,44 @@ class Worker:
 
     async def run_job(self, row: dict[str, Any], *, claim_next: bool = False) -> dict[str, Any] | None:
         """Run a claimed job to its end. With `claim_next`, returns the worker's next job when the
-        statement that ended this one could claim it too (PostgreSQL), else None."""
+        statement that ended this one could claim it too (PostgreSQL) and there is room, else None."""
+        await self.start()
         job_id = row["id"]
-        state = RunState()
+        state = RunState(seq=next(self._claims))
         self.running[job_id] = state
+        self._poke()
         done = asyncio.Event()
         progress_hook = await self._progress_hook(row)
         watcher = asyncio.create_task(self._watch(job_id, state, done, progress_hook))
         try:
-            outcome = await self._execute(row, state)
+            try:
+                outcome = await self._execute(row, state)
+            finally:
+                done.set()
+                await watcher
+                if progress_hook is not None:
+                    await progress_hook.close()
+            state.enter("storing")  # until it has ended: counted as held ahead (see `has_room`)
+            return await self._conclude(row, state, outcome, claim_next)
         finally:
-            done.set()
-            await watcher
-            if progress_hook is not None:
-                await progress_hook.close()
             self.running.pop(job_id, None)
+            self._poke(ended=True)
+
+    async def _conclude(
+        self, row: dict[str, Any], state: RunState, outcome: Outcome, claim_next: bool
+    ) -> dict[str, Any] | None:
+        """Hand the job back, drop its output, queue it again or finish it, as its run ended."""
+        job_id = row["id"]
         if state.reason == "shutdown":
             await queue.release(self.db, job_id, self.id)
             log.info("job %s released for another worker", job_id)
             return None
         if state.reason == "lost":
             await self._discard(outcome)
+            return None
+        if state.crashed and await retry_after_crash(self.db, job_id, self.id):
+            log.warning("job %s queued again after its engine crashed: %s", job_id, outcome.error)
+            self.notifier.notify()
             return None
         finished = await service.finish(
             self.db,
@@ -347,7 +546,7 @@ class Worker:
             retention=self.retention,
             linker=self.linker,
             has_webhook=row["webhook_url"] is not None,
-            claim_lease=self.settings.lease_seconds if claim_next else None,
+            claim_lease=self.settings.lease_seconds if claim_next and self.has_room(state) else None,
         )
         if not finished.ended:
             await self._discard(outcome)
@@ -385,55 +584,114 @@ class Worker:
     async def _execute(self, row: dict[str, Any], state: RunState) -> Outcome:
         start = time.monotonic()
         outcome = await self._attempt(row, state)
-        metrics.JOB_DURATION.labels(self.engine.name, outcome.status).observe(time.monotonic() - start)
+        metrics.JOB_DURATION.labels(self.engine_name, outcome.status).observe(time.monotonic() - start)
         log.info("job %s ran: %s %s", row["id"], outcome.status, outcome.error_code or "")
         return outcome
 
     async def _attempt(self, row: dict[str, Any], state: RunState) -> Outcome:
         try:
             sources = await fetch_sources(row, self.settings, self._loader(row["account_id"]))
-            stored, notes = await self._render(sources, state)
+            job = await asyncio.to_thread(fill_job, sources, self.settings)
+            if state.stop.is_set():
+                raise Cancelled()
+            out = await self._fill(row["id"], job, state)
+            state.enter("storing")
+            stored, notes = await asyncio.to_thread(self._encode_and_store, job, out)
+            if state.stop.is_set() and state.reason in ("cancel", "shutdown", "lost"):
+                await self.store.delete(stored.storage_key)
+                raise Cancelled()
             return Outcome.completed([stored], notes)
+        except EngineCrashed as exc:
+            state.crashed = True
+            return Outcome.failed(exc.code, exc.message)
         except FillError as exc:
             if state.reason == "cancel":
                 return Outcome.failed("cancelled", "The job was cancelled.")
             return Outcome.failed(exc.code, exc.message)
         except Exception:
-            log.exception("engine %s failed on job %s", self.engine.name, row["id"])
-            return Outcome.failed("engine_error", f"The {self.engine.name} engine failed on this job.")
+            log.exception("engine %s failed on job %s", self.engine_name, row["id"])
+            return Outcome.failed("engine_error", f"The {self.engine_name} engine failed on this job.")
 
-    def _render_and_store(self, sources: Sources, state: RunState) -> Produced:
-        """All of a job's blocking work in one worker thread: decode, fill, encode and store the
-        output. One hand-off per job, not one per step."""
-        done = render(self.engine, fill_job(sources, self.settings), state.set_progress, state.stop.is_set)
+    async def _fill(self, job_id: str, job: FillJob, state: RunState) -> FillOutput:
+        """The engine's output, from the first engine slot that is free (nothing to fill: the
+        canvas is the answer, and no engine is needed)."""
+        if not job.mask.any():
+            return FillOutput(job.rgb.copy())
+        state.enter("waiting")
+        self._poke()
+        runner = await self._take_runner(state)
+        state.enter("filling")
+        self._poke()
+        try:
+            return await runner.fill(
+                job, state.set_progress, state.stop.is_set, self.settings.job_timeout_seconds, job_id
+            )
+        except TimedOut:
+            state.halt("timeout")  # an in-thread engine still running sees `cancelled()` turn true
+            raise
+        finally:
+            self._free.append(runner)
+            self._poke()
+
+    def _first_in_line(self, state: RunState) -> bool:
+        """Jobs take free engines in the order they were claimed, except that a job still
+        fetching after SLOW_PREPARE_SECONDS loses its place (a slow image host delays only it)."""
+        now = time.monotonic()
+        return not any(
+            other.seq < state.seq
+            and (
+                other.phase == "waiting"
+                or (other.phase == "preparing" and now - other.since < SLOW_PREPARE_SECONDS)
+            )
+            for other in self.running.values()
+        )
+
+    async def _take_runner(self, state: RunState) -> Runner:
+        """A free engine slot when it is this job's turn. A halt while waiting wins, and once the
+        worker is told to stop, jobs no engine has started are handed back."""
+        while True:
+            if self._stop.is_set():
+                state.halt("shutdown")
+            if state.stop.is_set():
+                raise Cancelled()
+            if self._free and self._first_in_line(state):
+                return self._free.pop()
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._changed, state.halted, self._stop)]
+            # Re-checked on a timer too: an earlier job's fetch turns slow without any event.
+            await asyncio.wait(waits, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+
+    def _encode_and_store(self, job: FillJob, out: FillOutput) -> Produced:
+        """Encode and store the output in a worker thread, off the engine."""
+        done = encode_output(job, out)
         file_id = str(uuid.uuid4())
         key = output_key(file_id, done.ext)
         self.store.put_blocking(key, done.data)
         content_type = done.content_type or EXTENSION_TYPES[done.ext]
         return StoredFile(file_id, key, done.ext, content_type, len(done.data)), done.notes
 
-    async def _render(self, sources: Sources, state: RunState) -> Produced:
-        work = asyncio.ensure_future(asyncio.to_thread(self._render_and_store, sources, state))
-        try:
-            stored, notes = await asyncio.wait_for(asyncio.shield(work), self.settings.job_timeout_seconds)
-        except TimeoutError:
-            state.halt("timeout")
-            # The engine's thread cannot be stopped; if it stores an output after all, delete it.
-            work.add_done_callback(self._discard_late)
-            raise TimedOut(
-                f"The engine did not finish within {self.settings.job_timeout_seconds:g} seconds."
-            ) from None
-        if state.stop.is_set() and state.reason in ("cancel", "shutdown", "lost"):
-            await self.store.delete(stored.storage_key)
-            raise Cancelled()
-        return stored, notes
 
-    def _discard_late(self, work: asyncio.Future[Produced]) -> None:
-        if not work.cancelled() and work.exception() is None:
-            stored, _ = work.result()
-            task = asyncio.ensure_future(self.store.delete(stored.storage_key))
-            self._late_discards.add(task)
-            task.add_done_callback(self._late_discards.discard)
+async def retry_after_crash(db: Database, job_id: str, worker_id: str) -> bool:
+    """Queue a job again after its engine's process died under it, this attempt counted, while
+    it has attempts left and no cancel request; False (nothing changed) otherwise, and the
+    caller fails it. (The one status change the worker makes itself: the integrator may fold it
+    into the queue's state machine.)"""
+    async with db.write() as conn:
+        result = await conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.worker_id == worker_id,
+                jobs.c.status == "PROCESSING",
+                jobs.c.attempts < jobs.c.max_attempts,
+                jobs.c.cancel_requested.is_(False),
+            )
+            .values(status="QUEUED", worker_id=None, lease_expires_at=None, run_after=utcnow(), progress=0)
+        )
+        if result.rowcount == 1 and not db.is_sqlite:
+            await queue.announce(conn)
+    return result.rowcount == 1
 
 
 async def stop_gracefully(worker: Worker | None, task: asyncio.Task[None], grace: float) -> None:

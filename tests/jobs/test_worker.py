@@ -1,10 +1,16 @@
-"""The worker in-process on a real SQLite file: the output is stored by the job's own thread, and
-a job that runs past its deadline fails, is refunded and leaves no file behind."""
+"""The worker in-process on a real database: the output is stored once, a job that runs past its
+deadline fails, is refunded and leaves no file behind (in-thread engines), and the pipeline
+around the engine host prepares the next jobs while the engine runs, so a slow image host delays
+only its own job."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,7 @@ from fillframe.migrations import upgrade
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore
 from tests.utils.engines import SleepEngine, StubbornEngine
+from tests.utils.images import encode
 from tests.utils.jobs import data_uri, edit_body
 
 IMAGE = data_uri(np.full((16, 16, 3), 90, np.uint8))
@@ -140,3 +147,87 @@ async def _fetch_both() -> None:
         await _both(asyncio.sleep(0.05, b"image"), fails("mask"))
     with pytest.raises(InvalidInput, match="image"):  # both fail: as if fetched in turn
         await _both(fails("image", 0.05), fails("mask"))
+
+
+JOBS = ("slow", "fast1", "fast2")
+
+
+class _SlowHost(http.server.SimpleHTTPRequestHandler):
+    """An image host where paths under /slow/ answer after `delay` seconds; records when each
+    request arrived and when it was answered."""
+
+    delay = 0.0
+    seen: dict[str, tuple[datetime, datetime]]
+
+    def do_GET(self) -> None:
+        arrived = datetime.now(UTC)
+        if self.path.startswith("/slow/"):
+            time.sleep(self.delay)
+        super().do_GET()
+        self.seen[self.path] = (arrived, datetime.now(UTC))
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_slow_image_host_delays_only_its_own_job(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "images"
+    image = encode(np.full((32, 32, 3), 90, np.uint8))
+    mask = encode(np.pad(np.full((16, 16), 255, np.uint8), 8))
+    for name in JOBS:  # a folder per job, so the host's log tells the jobs apart
+        (root / name).mkdir(parents=True)
+        (root / name / "image.png").write_bytes(image)
+        (root / name / "mask.png").write_bytes(mask)
+    handler = type("Host", (_SlowHost,), {"delay": 3.0, "seen": {}})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    monkeypatch.setenv("FILLFRAME_TEST_SLEEP", "0.4")  # the engine's run; its child inherits this
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=database_url, engine="tests.utils.engines:SleepEngine",
+        allow_private_urls=True, poll_seconds=0.05, webhook_concurrency=0,
+    )  # fmt: skip
+    try:
+        rows = asyncio.run(_slow_and_fast(settings, base))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    seen = handler.seen
+    _, fast1, fast2 = rows
+    assert all(r["status"] == "COMPLETED" for r in rows), [r["error"] for r in rows]
+    slow_answered = seen["/slow/image.png"][1]
+    # Both fast jobs, queued after the slow one, ran while its image host was still silent.
+    assert fast2["completed_at"] < slow_answered
+    # The second fast job's inputs were fetched while the engine was filling the first one.
+    assert seen["/fast2/image.png"][0] < fast1["completed_at"]
+
+
+async def _slow_and_fast(settings: Settings, base: str) -> list[dict]:
+    db = Database(settings.db_url)
+    try:
+        key, _ = await create_key(db, "t")
+        caller = await authenticate(db, key)
+        ids = []
+        for name in JOBS:  # in this order: the slow one first
+            body = edit_body(f"{base}/{name}/image.png", f"{base}/{name}/mask.png", output_format="png")
+            req = EditRequest.model_validate(body)
+            ids.append((await service.submit(db, caller, req, cost=0, max_attempts=1)).job_id)
+        worker = Worker(settings, db, BlobStore(settings))
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            for _ in range(600):
+                async with db.read() as conn:
+                    rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).mappings().all()
+                if all(r["status"] in ("COMPLETED", "FAILED") for r in rows):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await running
+        by_id = {r["id"]: dict(r) for r in rows}
+        return [by_id[i] for i in ids]
+    finally:
+        await db.close()

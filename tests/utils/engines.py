@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
+from typing import ClassVar
 
 from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
 from fillframe.errors import Cancelled
@@ -66,3 +68,59 @@ class BrokenEngine(Engine):
 
     def fill(self, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> FillOutput:
         raise RuntimeError("boom: a bug inside the engine")
+
+
+def _filled(job: FillJob) -> FillOutput:
+    rgb = job.rgb.copy()
+    rgb[job.mask >= 128] = 128
+    return FillOutput(rgb)
+
+
+class Misbehaving(Engine):
+    """Fills like SleepEngine with FILLFRAME_TEST_SLEEP, except for a job whose prompt is "misbehave":
+    that one runs `misbehave` (each subclass: one way an engine goes wrong in production)."""
+
+    name = "misbehaving"
+
+    def fill(self, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> FillOutput:
+        if job.prompt == "misbehave":
+            progress(10)
+            self.misbehave(cancelled)
+        time.sleep(float(os.environ.get("FILLFRAME_TEST_SLEEP", "0")))
+        return _filled(job)
+
+    def misbehave(self, cancelled: CancelledFn) -> None:
+        raise NotImplementedError
+
+
+class AbortEngine(Misbehaving):
+    """`os.abort()`: what a segfault in native code or a CUDA fault looks like from outside."""
+
+    def misbehave(self, cancelled: CancelledFn) -> None:
+        os.abort()
+
+
+class KillSelfEngine(Misbehaving):
+    """SIGKILL of its own process: what the OOM killer does."""
+
+    def misbehave(self, cancelled: CancelledFn) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class HangEngine(Misbehaving):
+    """Never returns and never looks at `cancelled()`: past any deadline, deaf to cancel."""
+
+    def misbehave(self, cancelled: CancelledFn) -> None:
+        while True:
+            time.sleep(0.05)
+
+
+class LeakEngine(Misbehaving):
+    """Grows by 32 MB of touched memory every 20 ms and keeps it (stops at 4 GB, a safety net)."""
+
+    leaked: ClassVar[list[bytearray]] = []
+
+    def misbehave(self, cancelled: CancelledFn) -> None:
+        while len(self.leaked) < 128:
+            self.leaked.append(bytearray(b"x" * (32 << 20)))
+            time.sleep(0.02)
