@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from fillframe.errors import InvalidInput
+from fillframe.imaging.decode import decode_mask
 
 
 def check_same_size(rgb: np.ndarray, mask: np.ndarray) -> None:
@@ -15,6 +16,20 @@ def check_same_size(rgb: np.ndarray, mask: np.ndarray) -> None:
         raise InvalidInput(
             f"The mask is {mask_w}x{mask_h} but the image is {img_w}x{img_h}; they must be the same size."
         )
+
+
+def check_something_to_fill(mask: np.ndarray) -> None:
+    """Raise InvalidInput for an all-black mask: the job would charge for the image unchanged."""
+    if not mask.any():
+        raise InvalidInput(
+            "The mask is all black, so nothing would be repainted: paint the area to fill white "
+            "(white = repaint, black = keep)."
+        )
+
+
+def check_mask_bytes(data: bytes, max_pixels: int) -> None:
+    """Decode a mask (blocking) and raise InvalidInput if it is unreadable or repaints nothing."""
+    check_something_to_fill(decode_mask(data, max_pixels=max_pixels))
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:

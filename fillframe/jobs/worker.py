@@ -33,7 +33,7 @@ from fillframe.imaging.canvas import OutpaintSpec, build_canvas, outpaint_spec, 
 from fillframe.imaging.decode import decode_image, decode_mask
 from fillframe.imaging.encode import encode_image
 from fillframe.imaging.fetch import load_source
-from fillframe.imaging.masks import check_same_size
+from fillframe.imaging.masks import check_same_size, check_something_to_fill
 from fillframe.jobs import queue, retention, service
 from fillframe.jobs.queue import Notifier
 from fillframe.jobs.service import Outcome, StoredFile
@@ -155,6 +155,7 @@ def decode_inputs(
         return build_canvas(rgb, plan_canvas(width, height, outpaint, settings.max_output_pixels))
     mask = decode_mask(mask_bytes, max_pixels=settings.max_pixels)
     check_same_size(rgb, mask)
+    check_something_to_fill(mask)
     return rgb, mask
 
 

@@ -140,6 +140,7 @@ def test_text_file_as_image(client: httpx.Client) -> None:
 
 def test_mask_of_the_wrong_size(client: httpx.Client) -> None:
     small = np.zeros((30, 20), np.uint8)
+    small[10:20, 5:15] = 255  # something to fill: only the size is wrong
     job = failed_with_invalid_input(client, edit_body(data_uri(RGB), data_uri(small)), "20x30")
     assert "40x40" in job["error"]
 

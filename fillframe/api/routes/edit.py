@@ -35,6 +35,7 @@ from fillframe.contract import (
 from fillframe.db import Database
 from fillframe.errors import InvalidInput
 from fillframe.imaging.fetch import check_url, parse_data_uri
+from fillframe.imaging.masks import check_mask_bytes
 from fillframe.jobs import service
 from fillframe.jobs.idempotency import MAX_KEY_LENGTH, IdempotencyKey, KeyReused
 from fillframe.jobs.queue import Notifier
@@ -48,9 +49,11 @@ router = APIRouter(tags=["jobs"], route_class=DataUriRoute)
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
-async def check_sources(req: EditRequest, caller: Caller, db: Database, allow_private: bool) -> None:
-    """Refuse at submit what would certainly fail later: private literal addresses, and upload
-    URLs that are not this account's live uploads."""
+async def check_sources(
+    req: EditRequest, caller: Caller, db: Database, store: BlobStore, settings: Settings
+) -> None:
+    """Refuse at submit what would certainly fail later: private literal addresses, upload URLs
+    that are not this account's live uploads, and an uploaded mask that repaints nothing."""
     params = req.fluxFillParams
     candidates = {"fluxFillParams.image": params.image, "webhookUrl": req.effective_webhook_url}
     if params.mode == "inpaint":
@@ -61,11 +64,17 @@ async def check_sources(req: EditRequest, caller: Caller, db: Database, allow_pr
             continue
         file_id = uploads.upload_id(value) if path != "webhookUrl" else None
         if file_id is not None:
-            if await uploads.find(db, caller.account_id, file_id) is None:
+            row = await uploads.find(db, caller.account_id, file_id)
+            if row is None:
                 details[path] = ["is an upload that does not exist for this account or has expired"]
+            elif path == "fluxFillParams.mask":
+                try:
+                    await off_loop(check_mask_bytes, await store.get(row["storage_key"]), settings.max_pixels)
+                except InvalidInput as exc:
+                    details[path] = [str(exc)]
             continue
         try:
-            check_url(value, allow_private)
+            check_url(value, settings.allow_private_urls)
         except ValueError as exc:
             details[path] = [str(exc)]
     if details:
@@ -99,6 +108,8 @@ async def store_data_uris(
             try:
                 source = await off_loop(cut.value) if cut else value
                 data = await off_loop(parse_data_uri, source, settings.max_image_bytes, what=field)
+                if field == "mask":  # an all-black mask would be charged for the image unchanged
+                    await off_loop(check_mask_bytes, data, settings.max_pixels)
                 ttl = timedelta(hours=settings.upload_ttl_hours)
                 subject = f"The {field} data URI"
                 row = await uploads.save(db, store, caller.account_id, data, ttl, subject=subject)
@@ -212,7 +223,7 @@ async def submit_edit(
         if not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
             raise ApiError(400, f"The Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} characters long.")
         idem = IdempotencyKey.of(idempotency_key, req.model_dump_json())
-    await check_sources(req, caller, db, settings.allow_private_urls)
+    await check_sources(req, caller, db, store, settings)
     cuts = getattr(request.state, "data_uris", {})
     req, saved = await store_data_uris(req, cuts, caller, db, store, settings, linker.base_url)
     wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
