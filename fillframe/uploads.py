@@ -14,7 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fillframe.db import Database, files, utcnow
+from fillframe.clock import SYSTEM, Clock
+from fillframe.db import Database, files
 from fillframe.errors import InvalidInput
 from fillframe.imaging.decode import sniff_format
 from fillframe.storage import BlobStore
@@ -45,10 +46,10 @@ def content_type(data: bytes) -> tuple[str, str]:
 
 
 async def save(
-    db: Database, store: BlobStore, account_id: str, data: bytes, ttl: timedelta
+    db: Database, store: BlobStore, account_id: str, data: bytes, ttl: timedelta, *, clock: Clock = SYSTEM
 ) -> dict[str, Any]:
     mime, ext = content_type(data)
-    now = utcnow()
+    now = clock.now()
     row = {
         "id": str(uuid.uuid4()),
         "account_id": account_id,
@@ -67,14 +68,16 @@ async def save(
     return row
 
 
-async def find(db: Database, account_id: str, file_id: str) -> dict[str, Any] | None:
+async def find(
+    db: Database, account_id: str, file_id: str, *, clock: Clock = SYSTEM
+) -> dict[str, Any] | None:
     """This account's live upload with that id, or None (missing, another account's, or expired)."""
     query = sa.select(files).where(
         files.c.id == file_id,
         files.c.account_id == account_id,
         files.c.kind == "upload",
         files.c.deleted.is_(False),
-        files.c.expires_at > utcnow(),
+        files.c.expires_at > clock.now(),
     )
     async with db.read() as conn:
         row = (await conn.execute(query)).mappings().first()
