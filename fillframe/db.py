@@ -104,7 +104,6 @@ jobs = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("completed_at", UTCDateTime, nullable=True),
-    sa.Index("ix_jobs_queue", "status", "run_after", "created_at"),
     sa.Index("ix_jobs_account_created", "account_id", "created_at", "id"),
     # The fair claim's probes (jobs/queue.py `fair_pick`): accounts with queued jobs, an
     # account's running jobs and oldest runnable one; and an account's latest start.

@@ -7,8 +7,10 @@ The claim now picks across accounts (fewest running, then least recently served,
 oldest runnable job: `fillframe.jobs.queue.fair_pick`). It probes `ix_jobs_fair` (status,
 account_id, run_after, created_at) to skip from one account with queued jobs to the next, to
 count an account's running jobs and to find its oldest runnable one; that index covers what
-`ix_jobs_account_status` (account_id, status) served, which goes. `ix_jobs_served` (account_id,
-started_at; started jobs only) gives an account's latest start in one probe.
+`ix_jobs_account_status` (account_id, status) and `ix_jobs_queue` (status, run_after,
+created_at, the old claim's order) served, and they go: every index costs each update of a job
+(a claim, a finish) one more entry to write. `ix_jobs_served` (account_id, started_at; started
+jobs only) gives an account's latest start in one probe.
 
 `fillframe_claim` is no longer written out by hand: it is generated from the statement SQLite
 runs (`queue.claim_function_sql`), so the two cannot drift. A later change to that statement
@@ -44,6 +46,7 @@ def upgrade() -> None:
             postgresql_where=sa.text("started_at IS NOT NULL"),
         )
         batch_op.drop_index("ix_jobs_account_status")
+        batch_op.drop_index("ix_jobs_queue")
     if op.get_bind().dialect.name == "postgresql":
         op.execute(claim_function_sql())
 
@@ -62,6 +65,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_function_of_0003())
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.create_index("ix_jobs_queue", ["status", "run_after", "created_at"], unique=False)
         batch_op.create_index("ix_jobs_account_status", ["account_id", "status"], unique=False)
         batch_op.drop_index("ix_jobs_served")
         batch_op.drop_index("ix_jobs_fair")
