@@ -468,7 +468,7 @@ class NotCancellable(Exception):
 
 
 _CANCELLED = "The job was cancelled."
-_OWN_JOB = (jobs.c.id == sa.bindparam("job_id"), jobs.c.account_id == sa.bindparam("account_id"))
+_OWN_JOB = (jobs.c.id == sa.bindparam("job_id"), jobs.c.account_id == sa.bindparam("b_account_id"))
 _CANCEL_QUEUED = states.update(
     states.CANCEL,
     *_OWN_JOB,
@@ -498,7 +498,7 @@ async def cancel(db: Database, job_id: str, account_id: str, *, clock: Clock = S
     Each step is a guarded UPDATE (it locks the row and re-checks its state), never a read and
     then a write by id: a job claimed, requeued or ended meanwhile is met in its new state. The
     loop covers a job that moved between two steps (claimed, then its lease lost)."""
-    params = {"job_id": job_id, "account_id": account_id, "now": clock.now()}
+    params = {"job_id": job_id, "b_account_id": account_id, "now": clock.now()}
     async with db.write() as conn:
         for _ in range(3):
             row = (await conn.execute(_CANCEL_QUEUED, params)).mappings().first()
