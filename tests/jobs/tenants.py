@@ -3,6 +3,9 @@ submitted through the service as the API would."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import numpy as np
 
 from fillframe.accounts import Caller, authenticate, create_key, set_limits
@@ -50,3 +53,13 @@ async def submit(
         submitted = await service.submit(db, caller, req, cost=COST, max_attempts=max_attempts, clock=clock)
         ids.append(submitted.job_id)
     return ids
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[Database]:
+    """The test's database, closed after."""
+    db = Database(url)
+    try:
+        yield db
+    finally:
+        await db.close()

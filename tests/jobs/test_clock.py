@@ -19,7 +19,7 @@ from fillframe.jobs import queue, retention, service
 from fillframe.jobs.service import Outcome, StoredFile
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore, output_key
-from tests.jobs.tenants import submit, tenant
+from tests.jobs.tenants import opened, submit, tenant
 from tests.utils.images import encode
 
 LEASE = 30.0
@@ -37,9 +37,8 @@ def test_a_lease_runs_out_on_time_and_a_heartbeat_moves_it(database_url: str) ->
 
 
 async def _lease(url: str) -> None:
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         caller = await tenant(db, "t", credits=9)
         (job_id,) = await submit(db, caller, clock=clock, max_attempts=2)
         assert (await queue.claim(db, "w1", LEASE, clock=clock))["id"] == job_id
@@ -67,8 +66,6 @@ async def _lease(url: str) -> None:
             ).all()
         assert [(k, a) for k, a, _ in ledger] == [("hold", -9), ("refund", 9)]
         assert ledger[1].created_at == clock.now()  # the ledger is written on the same clock
-    finally:
-        await db.close()
 
 
 @pytest.fixture
@@ -81,9 +78,8 @@ def test_outputs_expire_after_the_retention_period_to_the_second(database_url: s
 
 
 async def _retention(url: str, store: BlobStore) -> None:
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         caller = await tenant(db, "t")
         (job_id,) = await submit(db, caller, clock=clock)
         await queue.claim(db, "w", LEASE, clock=clock)
@@ -102,8 +98,6 @@ async def _retention(url: str, store: BlobStore) -> None:
             assert await conn.scalar(sa.select(jobs.c.expired).where(jobs.c.id == job_id)) is True
         with pytest.raises(FileNotFoundError):
             await store.get(key)
-    finally:
-        await db.close()
 
 
 def test_an_upload_lives_exactly_its_ttl(database_url: str, store: BlobStore) -> None:
@@ -111,9 +105,8 @@ def test_an_upload_lives_exactly_its_ttl(database_url: str, store: BlobStore) ->
 
 
 async def _upload(url: str, store: BlobStore) -> None:
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         caller = await tenant(db, "t")
         png = encode(np.zeros((4, 4, 3), np.uint8), "PNG")
         row = await uploads.save(db, store, caller.account_id, png, timedelta(hours=1), clock=clock)
@@ -121,5 +114,3 @@ async def _upload(url: str, store: BlobStore) -> None:
         assert (await uploads.find(db, caller.account_id, row["id"], clock=clock)) is not None
         clock.advance(1)
         assert await uploads.find(db, caller.account_id, row["id"], clock=clock) is None
-    finally:
-        await db.close()

@@ -13,7 +13,7 @@ from fillframe.clock import FakeClock
 from fillframe.db import Database
 from fillframe.jobs import queue, service
 from fillframe.jobs.service import Outcome
-from tests.jobs.tenants import submit, tenant
+from tests.jobs.tenants import opened, submit, tenant
 
 DAY = timedelta(days=1)
 LEASE = 60.0
@@ -46,9 +46,8 @@ def test_a_backlog_of_1000_delays_a_new_tenant_by_one_engine_run(
 
 
 async def _backlog(url: str, combined: bool) -> None:
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         a, b = await tenant(db, "a"), await tenant(db, "b")
         backlog = set(await submit(db, a, 1000, clock=clock))
         running = await _next(db, "w", clock, None, combined)
@@ -63,8 +62,6 @@ async def _backlog(url: str, combined: bool) -> None:
         clock.advance(1)
         after = await _next(db, "w", clock, taken, combined)
         assert after in backlog
-    finally:
-        await db.close()
 
 
 def test_several_workers_busy_with_a_backlog_take_a_new_tenant_next(database_url: str) -> None:
@@ -72,9 +69,8 @@ def test_several_workers_busy_with_a_backlog_take_a_new_tenant_next(database_url
 
 
 async def _busy_workers(url: str) -> None:
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         a, b = await tenant(db, "a", concurrency=4), await tenant(db, "b")
         backlog = set(await submit(db, a, 50, clock=clock))
         held = {w: await _next(db, w, clock, None, False) for w in ("w1", "w2", "w3", "w4")}
@@ -82,8 +78,6 @@ async def _busy_workers(url: str) -> None:
         (newcomer,) = await submit(db, b, clock=clock)
         assert await _next(db, "w3", clock, held["w3"], False) == newcomer
         assert await _next(db, "w1", clock, held["w1"], False) in backlog
-    finally:
-        await db.close()
 
 
 def test_an_account_at_its_limit_leaves_the_free_worker_to_others(database_url: str) -> None:
@@ -91,9 +85,8 @@ def test_an_account_at_its_limit_leaves_the_free_worker_to_others(database_url: 
 
 
 async def _limit(url: str) -> None:
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         a, b = await tenant(db, "a", concurrency=2), await tenant(db, "b")
         backlog = set(await submit(db, a, 10, clock=clock))
         first, second = await _next(db, "w1", clock, None, False), await _next(db, "w2", clock, None, False)
@@ -103,8 +96,6 @@ async def _limit(url: str) -> None:
         assert await _next(db, "w3", clock, None, False) == newcomer
         assert await _next(db, "w4", clock, None, False) is None
         assert await _next(db, "w1", clock, first, False) in backlog  # a slot of a's own freed
-    finally:
-        await db.close()
 
 
 def test_two_backlogs_take_turns(database_url: str) -> None:
@@ -112,9 +103,8 @@ def test_two_backlogs_take_turns(database_url: str) -> None:
 
 
 async def _turns(url: str) -> None:
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         a, b = await tenant(db, "a"), await tenant(db, "b")
         owner = {job: "a" for job in await submit(db, a, 6, clock=clock)}
         clock.advance(1)
@@ -128,5 +118,3 @@ async def _turns(url: str) -> None:
             order.append(owner[running])
         # a's jobs are older, so a starts; then each account in turn, never two in a row.
         assert order == ["a", "b"] * 6
-    finally:
-        await db.close()

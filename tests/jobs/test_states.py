@@ -15,7 +15,7 @@ from fillframe.clock import FakeClock
 from fillframe.db import Database, credit_ledger, jobs, webhook_deliveries
 from fillframe.jobs import queue, service, states
 from fillframe.jobs.service import NotCancellable, Outcome
-from tests.jobs.tenants import submit, tenant
+from tests.jobs.tenants import opened, submit, tenant
 
 DAY = timedelta(days=1)
 
@@ -55,9 +55,8 @@ def test_changes_from_states_they_do_not_start_from_change_nothing_and_are_repor
 
 
 async def _refusals(url: str, caplog: pytest.LogCaptureFixture) -> None:
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         caller = await tenant(db, "t", credits=100)
         (job_id,) = await submit(db, caller, clock=clock)
         before = await _row(db, job_id)
@@ -95,8 +94,6 @@ async def _refusals(url: str, caplog: pytest.LogCaptureFixture) -> None:
                 await conn.execute(sa.select(credit_ledger.c.kind).where(credit_ledger.c.job_id == job_id))
             ).scalars()
             assert sorted(kinds) == ["hold", "refund"]
-    finally:
-        await db.close()
 
 
 def test_the_sweeper_fails_a_job_only_while_its_lease_is_out(database_url: str) -> None:
@@ -105,9 +102,8 @@ def test_the_sweeper_fails_a_job_only_while_its_lease_is_out(database_url: str) 
 
 async def _lapsed_only(url: str) -> None:
     """A worker that renewed its lease after the sweeper listed the job keeps it."""
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         caller = await tenant(db, "t")
         (job_id,) = await submit(db, caller, clock=clock, max_attempts=1)
         await queue.claim(db, "w", 10, clock=clock)
@@ -121,8 +117,6 @@ async def _lapsed_only(url: str) -> None:
         assert await service.finish_abandoned(db, job_id, DAY, clock=clock)
         row = await _row(db, job_id)
         assert (row["status"], row["error_code"]) == ("FAILED", "engine_error")
-    finally:
-        await db.close()
 
 
 def test_cancel_meets_the_job_in_the_state_it_is_in(database_url: str) -> None:
@@ -130,9 +124,8 @@ def test_cancel_meets_the_job_in_the_state_it_is_in(database_url: str) -> None:
 
 
 async def _cancel(url: str) -> None:
-    db = Database(url)
     clock = FakeClock()
-    try:
+    async with opened(url) as db:
         owner, stranger = await tenant(db, "owner", credits=100), await tenant(db, "stranger")
         queued, running = await submit(db, owner, 2, clock=clock, webhook_url="https://example.com/hook")
         assert await service.cancel(db, queued, stranger.account_id, clock=clock) is None  # not theirs
@@ -158,5 +151,3 @@ async def _cancel(url: str) -> None:
             ).all()
         assert sorted(ledger) == sorted([(queued, "hold"), (queued, "refund"), (running, "hold")])
         assert events == [(queued, "failed")]  # one final event, for the job that ended
-    finally:
-        await db.close()
