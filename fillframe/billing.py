@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from fillframe.db import Connection, UTCDateTime, accounts, credit_ledger, utcnow
+from fillframe.clock import SYSTEM, Clock
+from fillframe.db import Connection, UTCDateTime, accounts, credit_ledger
 
 
 class InsufficientCredits(Exception):
@@ -47,19 +48,22 @@ async def _move(
     job_id: str | None = None,
     reason: str | None = None,
     balance_done: bool = False,
+    clock: Clock = SYSTEM,
 ) -> None:
     """Write one ledger row and move `accounts.credits` by `amount` (unless `balance_done`: the
     caller already moved it, as a hold does in its conditional UPDATE)."""
     row = {"account_id": account_id, "job_id": job_id, "kind": kind, "amount": amount, "reason": reason}
-    await conn.execute(_RECORD, {**row, "created_at": utcnow()})
+    await conn.execute(_RECORD, {**row, "created_at": clock.now()})
     if amount and not balance_done:
         await conn.execute(_ADD, {"b_account_id": account_id, "b_amount": amount})
 
 
-async def grant(conn: Connection, account_id: str, amount: int, *, reason: str) -> None:
+async def grant(
+    conn: Connection, account_id: str, amount: int, *, reason: str, clock: Clock = SYSTEM
+) -> None:
     if amount <= 0:
         raise ValueError("A grant must be a positive number of credits.")
-    await _move(conn, account_id, "grant", amount, reason=reason)
+    await _move(conn, account_id, "grant", amount, reason=reason, clock=clock)
 
 
 async def deduct(conn: Connection, account_id: str, amount: int, *, reason: str) -> None:
@@ -90,11 +94,11 @@ async def ledger_sum(conn: Connection, account_id: str) -> int:
     return int(total or 0)
 
 
-async def hold(conn: Connection, account_id: str, job_id: str, cost: int) -> None:
+async def hold(conn: Connection, account_id: str, job_id: str, cost: int, *, clock: Clock = SYSTEM) -> None:
     """Take `cost` from a metered account for `job_id`, or raise InsufficientCredits."""
     taken = await conn.execute(_TAKE, {"b_account_id": account_id, "b_cost": cost})
     if taken.rowcount == 1:
-        await _move(conn, account_id, "hold", -cost, job_id=job_id, balance_done=True)
+        await _move(conn, account_id, "hold", -cost, job_id=job_id, balance_done=True, clock=clock)
         return
     row = (
         await conn.execute(
@@ -168,13 +172,13 @@ def settle_ended(ended: sa.CTE) -> list[sa.CTE]:
     return [settled, refunded]
 
 
-async def capture(conn: Connection, job_id: str) -> None:
+async def capture(conn: Connection, job_id: str, *, clock: Clock = SYSTEM) -> None:
     """Make a job's hold final (one statement; no-op for unmetered jobs)."""
-    await conn.execute(_CAPTURE, {"job_id": job_id, "now": utcnow()})
+    await conn.execute(_CAPTURE, {"job_id": job_id, "now": clock.now()})
 
 
-async def refund(conn: Connection, job_id: str) -> None:
+async def refund(conn: Connection, job_id: str, *, clock: Clock = SYSTEM) -> None:
     """Give a job's hold back (no-op for unmetered jobs)."""
-    row = (await conn.execute(_REFUND, {"job_id": job_id, "now": utcnow()})).first()
+    row = (await conn.execute(_REFUND, {"job_id": job_id, "now": clock.now()})).first()
     if row is not None and row.amount:
         await conn.execute(_ADD, {"b_account_id": row.account_id, "b_amount": row.amount})

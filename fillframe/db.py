@@ -129,9 +129,17 @@ jobs = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("completed_at", UTCDateTime, nullable=True),
-    sa.Index("ix_jobs_queue", "status", "run_after", "created_at"),
     sa.Index("ix_jobs_account_created", "account_id", "created_at", "id"),
-    sa.Index("ix_jobs_account_status", "account_id", "status"),
+    # The fair claim's probes (jobs/queue.py `fair_pick`): accounts with queued jobs, an
+    # account's running jobs and oldest runnable one; and an account's latest start.
+    sa.Index("ix_jobs_fair", "status", "account_id", "run_after", "created_at"),
+    sa.Index(
+        "ix_jobs_served",
+        "account_id",
+        "started_at",
+        sqlite_where=sa.text("started_at IS NOT NULL"),
+        postgresql_where=sa.text("started_at IS NOT NULL"),
+    ),
     sa.Index("ix_jobs_lease", "status", "lease_expires_at"),
     sa.Index("ix_jobs_account_user_created", "account_id", "user_id", "created_at", "id"),
 )

@@ -19,7 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fillframe.db import Database, files, utcnow
+from fillframe.clock import SYSTEM, Clock
+from fillframe.db import Database, files
 from fillframe.errors import InvalidInput
 from fillframe.imaging.decode import sniff_format
 from fillframe.storage import BlobStore
@@ -56,9 +57,11 @@ async def save(
     data: bytes,
     ttl: timedelta,
     subject: str = "The file",
+    *,
+    clock: Clock = SYSTEM,
 ) -> dict[str, Any]:
     mime, ext = content_type(data, subject)
-    now = utcnow()
+    now = clock.now()
     row = {
         "id": str(uuid.uuid4()),
         "account_id": account_id,
@@ -88,14 +91,16 @@ async def discard(db: Database, store: BlobStore, rows: Iterable[dict[str, Any]]
         await conn.execute(files.delete().where(files.c.id.in_([row["id"] for row in rows])))
 
 
-async def find(db: Database, account_id: str, file_id: str) -> dict[str, Any] | None:
+async def find(
+    db: Database, account_id: str, file_id: str, *, clock: Clock = SYSTEM
+) -> dict[str, Any] | None:
     """This account's live upload with that id, or None (missing, another account's, or expired)."""
     query = sa.select(files).where(
         files.c.id == file_id,
         files.c.account_id == account_id,
         files.c.kind == "upload",
         files.c.deleted.is_(False),
-        files.c.expires_at > utcnow(),
+        files.c.expires_at > clock.now(),
     )
     async with db.read() as conn:
         row = (await conn.execute(query)).mappings().first()

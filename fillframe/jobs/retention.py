@@ -5,11 +5,12 @@ jobs whose outputs they were marked `expired` (their links then answer 410). Hou
 from __future__ import annotations
 
 import logging
-import time
 
 import sqlalchemy as sa
 
-from fillframe.db import Database, files, idempotency_keys, jobs, rate_windows, utcnow
+from fillframe.clock import SYSTEM, Clock
+from fillframe.db import Database, files, idempotency_keys, jobs, rate_windows
+from fillframe.jobs import states
 from fillframe.limits import WINDOW_SECONDS
 from fillframe.storage import BlobStore
 
@@ -17,10 +18,13 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 
+# Only an ended job's outputs expire (a job still running has none on record yet).
+_EXPIRE = states.update(states.EXPIRE, jobs.c.id.in_(sa.bindparam("job_ids", expanding=True)), expired=True)
 
-async def purge(db: Database, store: BlobStore) -> int:
+
+async def purge(db: Database, store: BlobStore, *, clock: Clock = SYSTEM) -> int:
     """Delete one batch of expired files; returns how many. Call it again until it returns 0."""
-    now = utcnow()
+    now = clock.now()
     async with db.read() as conn:
         rows = (
             await conn.execute(
@@ -38,9 +42,9 @@ async def purge(db: Database, store: BlobStore) -> int:
             )
             outputs = {r.job_id for r in rows if r.kind == "output" and r.job_id}
             if outputs:
-                await conn.execute(jobs.update().where(jobs.c.id.in_(outputs)).values(expired=True))
+                await conn.execute(_EXPIRE, {"job_ids": sorted(outputs)})
         await conn.execute(idempotency_keys.delete().where(idempotency_keys.c.expires_at <= now))
-        stale_window = int(time.time() // WINDOW_SECONDS) - 1
+        stale_window = int(now.timestamp() // WINDOW_SECONDS) - 1
         await conn.execute(rate_windows.delete().where(rate_windows.c.window_start < stale_window))
     if rows:
         log.info("retention: deleted %d expired files", len(rows))

@@ -1,7 +1,9 @@
-"""Job transitions: submit, finish and cancel. The only code that changes a job's status.
+"""Job transitions with their side effects: submit, finish, fail and cancel.
 
 Each transition is one transaction that also moves the credits (and queues the webhook), so a
-status can never change without its side effects, nor they without it.
+status can never change without its side effects, nor they without it. The status itself
+changes only through the guarded statements of `states`; one that matches no row (the job is
+no longer in a state the change may start from) changes nothing, and is reported.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from sqlalchemy.exc import IntegrityError
 
 from fillframe import billing, limits
 from fillframe.accounts import Caller
-from fillframe.contract import TERMINAL, EditRequest
-from fillframe.db import Connection, Database, UTCDateTime, files, jobs, utcnow
-from fillframe.jobs import idempotency, queue
+from fillframe.clock import SYSTEM, Clock
+from fillframe.contract import EditRequest
+from fillframe.db import Connection, Database, UTCDateTime, files, jobs
+from fillframe.jobs import idempotency, queue, states
 from fillframe.jobs.idempotency import IdempotencyKey
 from fillframe.jobs.store import get_job, iso
 from fillframe.limits import RateState
@@ -84,6 +87,7 @@ async def submit(
     idem_ttl: timedelta = timedelta(hours=24),
     base_url: str | None = None,
     notify_done: bool = False,
+    clock: Clock = SYSTEM,
 ) -> Submitted:
     """Count the rate, hold the credits, insert the QUEUED job (and its idempotency key) in one
     transaction. Raises RateLimited, InsufficientCredits or KeyReused.
@@ -91,14 +95,14 @@ async def submit(
     base_url: the host the caller used; the job's webhooks link results there unless PUBLIC_URL
     is set. notify_done: the caller will wait for the job's end (`Prefer: wait`), so announce it."""
     params = req.fluxFillParams
-    now = utcnow()
+    now = clock.now()
     row = {
         "id": str(uuid.uuid4()),
         "account_id": caller.account_id,
         "api_key_id": caller.key_id,
         "user_id": caller.user_id,
         "model": req.model,
-        "status": "QUEUED",
+        "status": states.QUEUED,
         "progress": 0,
         "request": req.model_dump(mode="json", exclude_none=True),
         "seed": params.seed if params.seed is not None else secrets.randbelow(2**32),
@@ -125,7 +129,7 @@ async def submit(
                     return Submitted(original["jobId"], original["status"], replayed=True)
             rate = await limits.count_submit(conn, caller.key_id, rate_limit)
             if not caller.unlimited:
-                await billing.hold(conn, caller.account_id, row["id"], cost)
+                await billing.hold(conn, caller.account_id, row["id"], cost, clock=clock)
             await conn.execute(_INSERT_JOB, row)
             await queue.announce(conn)
     except IntegrityError:
@@ -140,12 +144,12 @@ async def submit(
     return Submitted(row["id"], "QUEUED", rate=rate)
 
 
-async def _settle(conn: Connection, job_id: str, status: str) -> None:
+async def _settle(conn: Connection, job_id: str, status: str, clock: Clock) -> None:
     """Credits follow the status: captured on success, refunded otherwise."""
-    if status == "COMPLETED":
-        await billing.capture(conn, job_id)
+    if status == states.COMPLETED:
+        await billing.capture(conn, job_id, clock=clock)
     else:
-        await billing.refund(conn, job_id)
+        await billing.refund(conn, job_id, clock=clock)
 
 
 async def _queue_webhook(
@@ -181,12 +185,14 @@ async def _queue_webhook(
     await deliver.enqueue(conn, job["id"], event, job["webhook_url"], payload)
 
 
-def _finish_statement(dialect: str) -> sa.Update:
-    """End the job if it is still PROCESSING (and, when `fence`, still this worker's).
+def _finish_statement(dialect: str, change: states.Change = states.FINISH) -> sa.Update:
+    """End the job if it is still PROCESSING: FINISH, by its worker (when `fence`, only while
+    still this worker's); FAIL, by the sweeper, only once its lease has run out.
 
     On PostgreSQL RETURNING also sends the `done` notification (delivered at commit), and the
     statement becomes the core of `_POSTGRESQL_FINISH`."""
     status = sa.bindparam("b_status")
+    now = sa.bindparam("now", type_=UTCDateTime())
     returning: list[sa.ColumnElement[Any]] = [
         jobs.c.id,
         jobs.c.status,
@@ -200,33 +206,33 @@ def _finish_statement(dialect: str) -> sa.Update:
     ]
     if dialect == "postgresql":
         returning.append(queue.done_signal())
-    return (
-        jobs.update()
-        .where(
-            jobs.c.id == sa.bindparam("job_id"),
-            jobs.c.status == "PROCESSING",
-            sa.or_(sa.bindparam("fence").is_(False), jobs.c.worker_id == sa.bindparam("b_worker_id")),
-        )
-        .values(
-            status=status,
-            progress=sa.case((status == "COMPLETED", 100), else_=jobs.c.progress),
-            result=sa.bindparam("b_result", type_=jobs.c.result.type),
-            notes=sa.bindparam("b_notes", type_=jobs.c.notes.type),
-            error=sa.bindparam("b_error"),
-            error_code=sa.bindparam("b_error_code"),
-            completed_at=sa.bindparam("now", type_=UTCDateTime()),
-            worker_id=None,
-            lease_expires_at=None,
-        )
-        .returning(*returning)
-    )
+    if change is states.FAIL:
+        guard = jobs.c.lease_expires_at < now
+    else:
+        guard = sa.or_(sa.bindparam("fence").is_(False), jobs.c.worker_id == sa.bindparam("b_worker_id"))
+    return states.update(
+        change,
+        jobs.c.id == sa.bindparam("job_id"),
+        guard,
+        to=status,
+        progress=sa.case((status == states.COMPLETED, 100), else_=jobs.c.progress),
+        result=sa.bindparam("b_result", type_=jobs.c.result.type),
+        notes=sa.bindparam("b_notes", type_=jobs.c.notes.type),
+        error=sa.bindparam("b_error"),
+        error_code=sa.bindparam("b_error_code"),
+        completed_at=now,
+        worker_id=None,
+        lease_expires_at=None,
+    ).returning(*returning)
 
 
-_FINISH_SQLITE = _finish_statement("sqlite")
+_FINISH_SQLITE = {change: _finish_statement("sqlite", change) for change in (states.FINISH, states.FAIL)}
 _INSERT_FILE = files.insert()
 
 
-def _postgresql_finish(with_file: bool, claim_next: bool) -> sa.Select[Any]:
+def _postgresql_finish(
+    with_file: bool, claim_next: bool, change: states.Change = states.FINISH
+) -> sa.Select[Any]:
     """PostgreSQL: a job's whole end in one statement (data-modifying CTEs, which run whether or
     not the outer SELECT reads them): the status change, its output's `files` row, and the
     credits settled. When the finish matches no row (fenced out), neither do the others.
@@ -236,7 +242,7 @@ def _postgresql_finish(with_file: bool, claim_next: bool) -> sa.Select[Any]:
     The claim function sees this statement's finish if PostgreSQL ran that first; either way its
     account's concurrency limit holds (unseen, the ending job still counts: the claim is only
     more careful)."""
-    done = _finish_statement("postgresql").cte("done")
+    done = _finish_statement("postgresql", change).cte("done")
     ctes = billing.settle_ended(done)
     if with_file:
         output = sa.select(
@@ -268,15 +274,18 @@ _POSTGRESQL_FINISH = {
     for with_file in (False, True)
     for claim_next in (False, True)
 }
+_POSTGRESQL_FAIL = _postgresql_finish(False, False, states.FAIL)
 
 
 @dataclass(frozen=True)
 class Finished:
-    """What `finish` did: `ended` is False when the job was no longer this worker's to end;
-    `next_job` is the worker's next job when it was claimed in the same round trip."""
+    """What `finish` did: `ended` is False when the job was no longer this worker's to end
+    (`refused` says what state it was in); `next_job` is the worker's next job when it was
+    claimed in the same round trip."""
 
     ended: bool
     next_job: dict[str, Any] | None = None
+    refused: states.Refused | None = None
 
 
 def _file_row(
@@ -306,6 +315,7 @@ async def finish(
     linker: Linker | None = None,
     has_webhook: bool | None = None,
     claim_lease: float | None = None,
+    clock: Clock = SYSTEM,
 ) -> Finished:
     """End a PROCESSING job. With `worker_id`, only while that worker still holds the lease.
 
@@ -319,7 +329,40 @@ async def finish(
     many seconds) when the job COMPLETED without a webhook and with at most one output. (Not for
     a refund: it updates the account's row, and the claim's lock taken after that row lock could
     deadlock with another worker's finish.) Otherwise `next_job` is None: claim as usual."""
-    now = utcnow()
+    one_statement = not db.is_sqlite and has_webhook is False and len(outcome.files) <= 1
+    claim_next = one_statement and claim_lease is not None and worker_id is not None
+    claim_next = claim_next and outcome.status == states.COMPLETED
+    return await _end(
+        db,
+        job_id,
+        outcome,
+        states.FINISH,
+        worker_id=worker_id,
+        retention=retention,
+        linker=linker,
+        one_statement=one_statement,
+        claim_lease=claim_lease if claim_next else None,
+        clock=clock,
+    )
+
+
+async def _end(
+    db: Database,
+    job_id: str,
+    outcome: Outcome,
+    change: states.Change,
+    *,
+    worker_id: str | None,
+    retention: timedelta,
+    linker: Linker | None,
+    one_statement: bool,
+    claim_lease: float | None,
+    clock: Clock,
+) -> Finished:
+    """The status change (`change`: FINISH or FAIL), its outputs' rows, the credits settled and
+    the webhook queued, together; `claim_lease`: claim `worker_id`'s next job in the same
+    statement (PostgreSQL, `one_statement` only)."""
+    now = clock.now()
     expires = now + retention
     result = None
     if outcome.files:
@@ -338,13 +381,10 @@ async def finish(
         "now": now,
     }
     first, extra = outcome.files[:1], outcome.files[1:]
-    one_statement = not db.is_sqlite and has_webhook is False and not extra
-    claim_next = one_statement and claim_lease is not None and worker_id is not None
-    claim_next = claim_next and outcome.status == "COMPLETED"
     next_job = None
     async with db.autocommit() if one_statement else db.write() as conn:
         if db.is_sqlite:
-            job = (await conn.execute(_FINISH_SQLITE, values)).mappings().first()
+            job = (await conn.execute(_FINISH_SQLITE[change], values)).mappings().first()
             extra = outcome.files
         else:
             if first:
@@ -356,20 +396,23 @@ async def finish(
                     "f_size": f.byte_size,
                 }
                 values["f_expires"] = expires
-            if claim_next:
-                assert worker_id is not None and claim_lease is not None
+            if claim_lease is not None:
+                assert worker_id is not None
                 values |= queue.claim_params(worker_id, claim_lease, now)
-            statement = _POSTGRESQL_FINISH[bool(first), claim_next]
+            if change is states.FAIL:
+                statement = _POSTGRESQL_FAIL
+            else:
+                statement = _POSTGRESQL_FINISH[bool(first), claim_lease is not None]
             job = (await conn.execute(statement, values)).mappings().first()
-            if claim_next and job is not None:
+            if claim_lease is not None and job is not None:
                 job, next_job = _split_next(job)
         if job is None:
-            return Finished(False, next_job)
+            return Finished(False, next_job, await states.refused(conn, change, job_id))
         if extra:
             rows = [_file_row(f, job["account_id"], job_id, now, expires) for f in extra]
             await conn.execute(_INSERT_FILE, rows)
         if db.is_sqlite:
-            await _settle(conn, job_id, outcome.status)
+            await _settle(conn, job_id, outcome.status, clock)
         await _queue_webhook(
             conn,
             dict(job),
@@ -389,8 +432,9 @@ def _split_next(row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str
     return (ended if ended["id"] is not None else None), (claimed if claimed["id"] is not None else None)
 
 
-async def finish_abandoned(db: Database, job_id: str, retention: timedelta) -> bool:
-    """A job whose worker vanished once too often (or was being cancelled) ends here."""
+async def finish_abandoned(db: Database, job_id: str, retention: timedelta, *, clock: Clock = SYSTEM) -> bool:
+    """A job whose lease ran out once too often (or that was being cancelled) ends here, FAILED
+    (or CANCELLED) and refunded; only while its lease is still out (FAIL)."""
     async with db.read() as conn:
         row = await get_job(conn, job_id)
     if row is None:
@@ -403,7 +447,19 @@ async def finish_abandoned(db: Database, job_id: str, retention: timedelta) -> b
             f"The worker running this job stopped before finishing it ({row['attempts']} of "
             f"{row['max_attempts']} attempts); the credits were refunded, so submit it again.",
         )
-    return (await finish(db, job_id, outcome, worker_id=None, retention=retention)).ended
+    ended = await _end(
+        db,
+        job_id,
+        outcome,
+        states.FAIL,
+        worker_id=None,
+        retention=retention,
+        linker=None,
+        one_statement=False,
+        claim_lease=None,
+        clock=clock,
+    )
+    return ended.ended
 
 
 class NotCancellable(Exception):
@@ -412,52 +468,53 @@ class NotCancellable(Exception):
         self.status = status
 
 
-async def cancel(db: Database, job_id: str, account_id: str) -> str | None:
+_CANCELLED = "The job was cancelled."
+_OWN_JOB = (jobs.c.id == sa.bindparam("job_id"), jobs.c.account_id == sa.bindparam("b_account_id"))
+_CANCEL_QUEUED = states.update(
+    states.CANCEL,
+    *_OWN_JOB,
+    to=states.CANCELLED,
+    cancel_requested=True,
+    error=_CANCELLED,
+    error_code="cancelled",
+    completed_at=sa.bindparam("now", type_=UTCDateTime()),
+).returning(
+    jobs.c.id,
+    jobs.c.model,
+    jobs.c.credit_cost,
+    jobs.c.webhook_url,
+    jobs.c.webhook_events,
+    jobs.c.base_url,
+)
+_FLAG_CANCEL = states.update(states.REQUEST_CANCEL, *_OWN_JOB, cancel_requested=True).returning(jobs.c.id)
+_OWN_STATUS = sa.select(jobs.c.status).where(*_OWN_JOB)
+
+
+async def cancel(db: Database, job_id: str, account_id: str, *, clock: Clock = SYSTEM) -> str | None:
     """Cancel a job of this account. Returns its status after the call, or None if not found.
 
     A QUEUED job is CANCELLED at once; a PROCESSING one is flagged, and its worker stops at the
     next step. Raises NotCancellable for a finished job.
-    """
-    now = utcnow()
+
+    Each step is a guarded UPDATE (it locks the row and re-checks its state), never a read and
+    then a write by id: a job claimed, requeued or ended meanwhile is met in its new state. The
+    loop covers a job that moved between two steps (claimed, then its lease lost)."""
+    params = {"job_id": job_id, "b_account_id": account_id, "now": clock.now()}
     async with db.write() as conn:
-        row = (
-            await conn.execute(
-                sa.select(
-                    jobs.c.id,
-                    jobs.c.status,
-                    jobs.c.model,
-                    jobs.c.credit_cost,
-                    jobs.c.webhook_url,
-                    jobs.c.webhook_events,
-                    jobs.c.base_url,
-                ).where(jobs.c.id == job_id, jobs.c.account_id == account_id)
-            )
-        ).first()
-        if row is None:
-            return None
-        if row.status in TERMINAL:
-            raise NotCancellable(row.status)
-        if row.status == "QUEUED":
-            await conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id)
-                .values(
-                    status="CANCELLED",
-                    cancel_requested=True,
-                    error="The job was cancelled.",
-                    error_code="cancelled",
-                    completed_at=now,
+        for _ in range(3):
+            row = (await conn.execute(_CANCEL_QUEUED, params)).mappings().first()
+            if row is not None:
+                await _settle(conn, job_id, states.CANCELLED, clock)
+                await queue.announce_done(conn, job_id)
+                await _queue_webhook(
+                    conn, dict(row), states.CANCELLED, error=_CANCELLED, error_code="cancelled"
                 )
-            )
-            await _settle(conn, job_id, "CANCELLED")
-            await queue.announce_done(conn, job_id)
-            await _queue_webhook(
-                conn,
-                dict(row._mapping),
-                "CANCELLED",
-                error="The job was cancelled.",
-                error_code="cancelled",
-            )
-            return "CANCELLED"
-        await conn.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True))
-        return "PROCESSING"
+                return states.CANCELLED
+            if (await conn.execute(_FLAG_CANCEL, params)).first() is not None:
+                return states.PROCESSING
+            status = await conn.scalar(_OWN_STATUS, params)
+            if status is None:
+                return None
+            if status in states.TERMINAL:
+                raise NotCancellable(status)
+    raise RuntimeError(f"job {job_id} kept changing state while being cancelled")

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fillframe import logs, metrics, uploads
-from fillframe.db import Database, jobs, utcnow
+from fillframe.db import Database
 from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
 from fillframe.engines.host import EngineCrashed, EngineHost, shape_problem
 from fillframe.errors import Cancelled, FillError, TimedOut
@@ -535,7 +535,7 @@ class Worker:
         if state.reason == "lost":
             await self._discard(outcome)
             return None
-        if state.crashed and await retry_after_crash(self.db, job_id, self.id):
+        if state.crashed and await queue.requeue_crashed(self.db, job_id, self.id):
             log.warning("job %s queued again after its engine crashed: %s", job_id, outcome.error)
             self.notifier.notify()
             return None
@@ -671,28 +671,6 @@ class Worker:
         self.store.put_blocking(key, done.data)
         content_type = done.content_type or EXTENSION_TYPES[done.ext]
         return StoredFile(file_id, key, done.ext, content_type, len(done.data)), done.notes
-
-
-async def retry_after_crash(db: Database, job_id: str, worker_id: str) -> bool:
-    """Queue a job again after its engine's process died under it, this attempt counted, while
-    it has attempts left and no cancel request; False (nothing changed) otherwise, and the
-    caller fails it. (The one status change the worker makes itself: the integrator may fold it
-    into the queue's state machine.)"""
-    async with db.write() as conn:
-        result = await conn.execute(
-            jobs.update()
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.worker_id == worker_id,
-                jobs.c.status == "PROCESSING",
-                jobs.c.attempts < jobs.c.max_attempts,
-                jobs.c.cancel_requested.is_(False),
-            )
-            .values(status="QUEUED", worker_id=None, lease_expires_at=None, run_after=utcnow(), progress=0)
-        )
-        if result.rowcount == 1 and not db.is_sqlite:
-            await queue.announce(conn)
-    return result.rowcount == 1
 
 
 async def stop_gracefully(worker: Worker | None, task: asyncio.Task[None], grace: float) -> None:

@@ -18,8 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-# integrator: set down_revision to 0005 when the queue branch lands
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
