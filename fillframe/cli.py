@@ -133,8 +133,9 @@ async def _run_worker(settings: Settings) -> None:
     stop.set()
     await stop_gracefully(worker, task, settings.shutdown_grace_seconds)
     await db.close()
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        raise task.exception()
+    failure = task.exception() if task.done() and not task.cancelled() else None
+    if failure is not None:
+        raise failure
 
 
 @main.command()
@@ -463,7 +464,8 @@ def edit(
             "Give exactly one of --mask (inpaint), --outpaint PRESET and --expand SIDE=PX."
         )
     target, fmt = output_target(image, output, fmt)
-    params = {k: v for k, v in {"seed": seed, "steps": steps, "guidance": guidance}.items() if v is not None}
+    given: dict[str, Any] = {"seed": seed, "steps": steps, "guidance": guidance}
+    params = {k: v for k, v in given.items() if v is not None}
     params["output_format"] = fmt
     if expand is not None:
         params["expand"] = expand

@@ -106,4 +106,4 @@ def run_local(
     done = render(engine, job, progress, cancelled)
     progress(100)
     height, width = job.rgb.shape[:2]
-    return LocalResult(done.data, done.content_type, width, height, seed, done.notes)
+    return LocalResult(done.data, done.content_type, width, height, seed, done.notes or {})

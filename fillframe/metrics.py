@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -93,7 +93,7 @@ class DatabaseCollector(Collector):
     """Serves the last snapshot taken by `refresh` (scrapes call refresh first)."""
 
     def __init__(self) -> None:
-        self.snapshot: dict[str, object] = {}
+        self.snapshot: dict[str, Any] = {}
 
     async def refresh(self, db: Database) -> None:
         captured = sa.select(sa.func.coalesce(sa.func.sum(-credit_ledger.c.amount), 0)).where(
@@ -119,8 +119,8 @@ class DatabaseCollector(Collector):
             self.snapshot = {
                 "jobs": [(s, m, int(n)) for s, m, n in by_status],
                 "oldest": oldest,
-                "captured": int(await conn.scalar(captured)),
-                "refunded": int(await conn.scalar(refunded)),
+                "captured": int(await conn.scalar(captured) or 0),
+                "refunded": int(await conn.scalar(refunded) or 0),
                 "at": time.time(),
             }
 
@@ -132,7 +132,7 @@ class DatabaseCollector(Collector):
             "fillframe_jobs", "Jobs by status and model.", labels=["status", "model"]
         )
         depth = 0
-        for status, model, count in snap["jobs"]:  # type: ignore[attr-defined]
+        for status, model, count in snap["jobs"]:
             by_status.add_metric([status, model], count)
             depth += count if status == "QUEUED" else 0
         yield by_status

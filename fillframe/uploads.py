@@ -73,8 +73,8 @@ async def save(
         "expires_at": now + ttl,
         "deleted": False,
     }
-    row["storage_key"] = f"uploads/{row['id']}.{ext}"
-    await store.put(row["storage_key"], data)
+    key = row["storage_key"] = f"uploads/{row['id']}.{ext}"
+    await store.put(key, data)
     async with db.write() as conn:
         await conn.execute(files.insert().values(**row))
     return row

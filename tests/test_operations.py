@@ -38,7 +38,7 @@ def test_metrics_move(live: LiveServer) -> None:
     before = httpx.get(f"{live.url}/metrics").text
     with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
         ok = submit_and_wait(client, edit_body(IMAGE, MASK))
-        bad = submit_and_wait(client, edit_body(IMAGE, data_uri(np.zeros((5, 5), np.uint8))))
+        bad = submit_and_wait(client, edit_body(IMAGE, data_uri(np.full((5, 5), 255, np.uint8))))
     assert (ok["status"], bad["status"]) == ("COMPLETED", "FAILED")
     response = httpx.get(f"{live.url}/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")

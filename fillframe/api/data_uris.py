@@ -83,7 +83,7 @@ def _placeholder(literal: memoryview) -> str | None:
     if comma < 0:
         return None
     try:
-        header = json.loads(b'"' + head[: comma + 1] + b'"')  # `image\/png` is image/png
+        header: str = json.loads(b'"' + head[: comma + 1] + b'"')  # `image\/png` is image/png
     except ValueError:
         return None
     return header + "#" + hashlib.sha256(literal).hexdigest()
@@ -104,7 +104,8 @@ class Cut:
         if _find(self.body, b"\\", self.start, self.end) < 0:
             return view
         try:
-            return json.loads(b'"' + bytes(view) + b'"')
+            resolved: str = json.loads(b'"' + bytes(view) + b'"')
+            return resolved
         except ValueError:  # the parser never saw this string: its refusal is ours to make
             raise InvalidInput("The data URI is not a valid JSON string (a bad escape).") from None
 

@@ -159,10 +159,15 @@ def resolve_device(name: str, worker_index: int | None = None) -> str:
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
     """One dtype for every component: bfloat16 on a GPU, float32 on the CPU, unless set."""
-    torch = _import_torch()
+    lib = _import_torch()
+    choices: dict[str, torch.dtype] = {
+        "bfloat16": lib.bfloat16,
+        "float16": lib.float16,
+        "float32": lib.float32,
+    }
     if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+        return choices["bfloat16" if device.startswith("cuda") else "float32"]
+    return choices[name]
 
 
 def _dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:

@@ -119,6 +119,14 @@ def segment_bytes(height: int, width: int) -> int:
     return _HEADER + height * width * 7  # then rgb in (3), mask (1), rgb out (3)
 
 
+def shared_buffer(segment: SharedMemory) -> memoryview:
+    """The segment's bytes; byte 0 is the cancel flag (0: run on, 1: stop)."""
+    buf = segment.buf
+    if buf is None:  # only after close(), which nothing here calls before it is done
+        raise RuntimeError("the shared segment is closed")
+    return buf
+
+
 def views(buf: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The segment's rgb in (HxWx3), mask (HxW) and rgb out (HxWx3), as uint8 views."""
     plane = height * width
@@ -191,7 +199,7 @@ def _fill_in_child(
             conn.send(Progress(int(percent)))
 
     try:
-        flag = segment.buf
+        flag = shared_buffer(segment)
 
         def cancelled() -> bool:
             return flag[0] != 0
@@ -399,7 +407,7 @@ class EngineHost:
 
     def _set_cancel(self) -> None:
         if self._segment is not None:
-            self._segment.buf[0] = 1
+            shared_buffer(self._segment)[0] = 1
 
     def _segment_for(self, height: int, width: int) -> SharedMemory:
         need = segment_bytes(height, width)
@@ -425,7 +433,7 @@ class EngineHost:
         np.copyto(rgb, job.rgb)
         np.copyto(mask, job.mask)
         del rgb, mask
-        segment.buf[0] = 0  # not cancelled
+        shared_buffer(segment)[0] = 0  # not cancelled
         # If it died since, its end of the pipe is closed and `_await_reply` reads the EOF.
         with contextlib.suppress(OSError):
             self._conn.send(Run(job_id, segment.name, height, width, job_params(job)))

@@ -203,7 +203,8 @@ def claim_function_sql() -> str:
     Migrations run it; tests/jobs/test_claim_function.py checks that the database's function is
     still this one (a change to the statement needs a migration that runs it again)."""
     statement = claim_statement(_argument, [sa.literal_column("jobs.*")], lock=True)
-    body = statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
+    body = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     return (
         "CREATE OR REPLACE FUNCTION fillframe_claim(\n"
         "    p_worker_id text, p_now timestamptz, p_lease_expires_at timestamptz\n"

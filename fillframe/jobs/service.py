@@ -96,7 +96,7 @@ async def submit(
     is set. notify_done: the caller will wait for the job's end (`Prefer: wait`), so announce it."""
     params = req.fluxFillParams
     now = clock.now()
-    row = {
+    row: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "account_id": caller.account_id,
         "api_key_id": caller.key_id,
@@ -191,7 +191,7 @@ def _finish_statement(dialect: str, change: states.Change = states.FINISH) -> sa
 
     On PostgreSQL RETURNING also sends the `done` notification (delivered at commit), and the
     statement becomes the core of `_POSTGRESQL_FINISH`."""
-    status = sa.bindparam("b_status")
+    status: sa.BindParameter[Any] = sa.bindparam("b_status")
     now = sa.bindparam("now", type_=UTCDateTime())
     returning: list[sa.ColumnElement[Any]] = [
         jobs.c.id,
@@ -384,7 +384,7 @@ async def _end(
     next_job = None
     async with db.autocommit() if one_statement else db.write() as conn:
         if db.is_sqlite:
-            job = (await conn.execute(_FINISH_SQLITE[change], values)).mappings().first()
+            job = _first_row(await conn.execute(_FINISH_SQLITE[change], values))
             extra = outcome.files
         else:
             if first:
@@ -403,7 +403,7 @@ async def _end(
                 statement = _POSTGRESQL_FAIL
             else:
                 statement = _POSTGRESQL_FINISH[bool(first), claim_lease is not None]
-            job = (await conn.execute(statement, values)).mappings().first()
+            job = _first_row(await conn.execute(statement, values))
             if claim_lease is not None and job is not None:
                 job, next_job = _split_next(job)
         if job is None:
@@ -423,6 +423,11 @@ async def _end(
             linker=linker,
         )
     return Finished(True, next_job)
+
+
+def _first_row(result: sa.CursorResult[Any]) -> dict[str, Any] | None:
+    row = result.mappings().first()
+    return None if row is None else dict(row)
 
 
 def _split_next(row: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -177,7 +177,7 @@ def check_output(job: FillJob, out: FillOutput) -> np.ndarray:
 class Rendered:
     data: bytes
     ext: str
-    content_type: str | None
+    content_type: str
     notes: dict[str, Any] | None
 
 

@@ -23,7 +23,7 @@ LIVE_SETTINGS = {
 }
 IMAGE = data_uri(np.full((32, 32, 3), 70, np.uint8))
 MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 12))
-BAD_MASK = data_uri(np.zeros((10, 10), np.uint8))
+BAD_MASK = data_uri(np.full((10, 10), 255, np.uint8))  # the wrong size (the image is 32x32)
 
 
 def key_id(live: LiveServer, key: str) -> str:

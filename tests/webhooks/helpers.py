@@ -15,7 +15,7 @@ from tests.utils.jobs import data_uri, edit_body
 
 IMAGE = data_uri(np.full((32, 32, 3), 70, np.uint8))
 MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 12))
-BAD_MASK = data_uri(np.zeros((10, 10), np.uint8))  # another size than IMAGE: invalid_input
+BAD_MASK = data_uri(np.full((10, 10), 255, np.uint8))  # another size than IMAGE: invalid_input
 
 
 def edit_request(webhook_url: str) -> EditRequest:

@@ -168,7 +168,9 @@ def parse_prefer_wait(prefer: str | None, ceiling: int) -> int | None:
     return None if match is None else min(int(match.group(1)), ceiling)
 
 
-async def wait_until_done(db: Database, notifier: Notifier, job_id: str, seconds: float) -> dict | None:
+async def wait_until_done(
+    db: Database, notifier: Notifier, job_id: str, seconds: float
+) -> dict[str, Any] | None:
     """The job once it ends, or None after `seconds`. Woken by the finishing worker (in this
     process, or by NOTIFY on PostgreSQL); a 250 ms re-check covers workers it cannot hear."""
     deadline = time.monotonic() + seconds

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
@@ -42,7 +42,7 @@ def parse_job_id(job_id: str) -> str:
     responses={404: {"model": ErrorBody, "description": "No such job for this account."}},
     summary="Get a job",
 )
-async def get_one(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
+async def get_one(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict[str, Any]:
     async with db.read() as conn:
         row = await get_job(conn, parse_job_id(job_id), caller.account_id, job_scope.own_only(caller))
     if row is None:
@@ -66,7 +66,7 @@ async def get_many(
     scope: job_scope.ScopeQuery = "user",
     search: job_scope.SearchQuery = None,
     include_models: job_scope.IncludeModelsQuery = "false",
-) -> dict:
+) -> dict[str, Any]:
     user_id = job_scope.scope_user(caller, scope)
     job_id = job_scope.search_id(search)
     try:
@@ -76,14 +76,15 @@ async def get_many(
     if model is not None and model not in MODELS:
         # Every job's model was a known one at submit: nothing to look up (and PostgreSQL answers
         # a NUL in text with an error, not an empty result).
-        rows, next_cursor = [], None
+        rows: list[dict[str, Any]] = []
+        next_cursor: str | None = None
     else:
         async with db.read() as conn:
             rows, next_cursor = await list_jobs(
                 conn, caller.account_id, limit=limit, status=status, model=model, cursor=after,
                 user_id=user_id, job_id=job_id,
             )  # fmt: skip
-    page = {
+    page: dict[str, Any] = {
         "jobs": [await job_view(r, linker) for r in rows],
         "nextCursor": next_cursor,
         "hasMore": next_cursor is not None,
@@ -103,7 +104,7 @@ async def get_many(
     },
     summary="Cancel a queued or running job (credits are refunded)",
 )
-async def cancel(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict:
+async def cancel(job_id: JobIdPath, caller: CallerDep, db: DbDep, linker: LinkerDep) -> dict[str, Any]:
     job_id = parse_job_id(job_id)
     if not caller.sees_team:  # a MEMBER cancels only its own jobs
         async with db.read() as conn:
