@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine. It installs what the suite needs: Debian's
-# Chromium for the playground tests (when missing, via apt-get), a .venv with fillframe and its
-# test and flux extras (torch pinned to the 2.13.0 CPU build, never an unpinned torch); it starts
+# Chromium for the playground tests (when missing, via apt-get), a .venv with fillframe, its client
+# and its test and flux extras (scripts/venv.sh: torch pinned to the 2.13.0 CPU build); it starts
 # the local PostgreSQL server (127.0.0.1:5432, trust auth) if it is down and makes a fresh database
 # for this run. Extra arguments go to pytest.
 set -euo pipefail
@@ -23,11 +23,5 @@ if [ -z "${FILLFRAME_TEST_PG:-}" ]; then
   export FILLFRAME_TEST_PG="postgresql://postgres@127.0.0.1:5432/$run_db"
 fi
 
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "torch==2.13.0"
-# fillframe-client is not on PyPI: naming the checkout's copy in the same command satisfies
-# fillframe's dependency on it.
-.venv/bin/python -m pip install -q -e ./clients/python -e ".[test,flux]"
+./scripts/venv.sh
 .venv/bin/python -m pytest -q "$@"

@@ -20,4 +20,5 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "./scripts/test.sh      # the whole test suite" in readme
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert ci[-2:] == ["./scripts/test.sh", "./scripts/image.sh"]  # then the container image
+    # Lint and types first, then the tests, then the container image.
+    assert ci[-3:] == ["./scripts/lint.sh", "./scripts/test.sh", "./scripts/image.sh"]
