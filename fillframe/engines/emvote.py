@@ -29,7 +29,8 @@ from fillframe.engines.nnfield import (
 
 # Propagation distances once a field is carried up from a coarser level: the long steps let a
 # match found at the hole's border (where known pixels pin it) spread inwards within a round.
-_REFINE_STEPS = (8, 4, 2, 1)
+_REFINE_STEPS = (4, 1)
+_REFINE_RADIUS = 8  # random search around each carried match, halving down to 1 pixel
 
 _ANCHOR_WEIGHT = 4.0
 
@@ -138,9 +139,12 @@ def refine(
     vote_radius: int,
     sharpness: float,
     steps: tuple[int, ...] = _REFINE_STEPS,
+    band: int | None = None,
 ) -> tuple[np.ndarray, Targets]:
     """EM at one level: `iterations` times, search from the current matches on the current
-    image, then vote. Returns the voted image and the matches."""
+    image, then vote. With `band`, only the patches within that many pixels of a known pixel
+    are searched again (the seam), the rest keep their carried matches. Returns the voted image
+    and the matches."""
     sources = whole_patch_sources(level.ok, level.known, radius)
     # Vote the carried matches first: real fine pixels, not the upsampled coarse blur, are then
     # what the search compares patches on.
@@ -150,7 +154,37 @@ def refine(
     for iteration in range(iterations):
         if iteration:  # only patches near the hole changed with the last vote
             refresh_descriptors(desc, img, (y - radius, y + h + radius, x - radius, x + w + radius), radius)
-        rescore(targets.field, desc, targets.ty, targets.tx)
-        improve_field(targets.field, desc, targets.ty, targets.tx, sources, rng, 1, steps, 16)
+        _search(targets, desc, sources, rng, steps, _near_known(level.known, targets, band))
         img = vote(Level(img, level.known, level.ok), targets, vote_radius, sharpness)
     return img, targets
+
+
+def _near_known(known: np.ndarray, targets: Targets, band: int | None) -> np.ndarray | None:
+    """Indices of the targets within `band` pixels of a known pixel (None: all of them)."""
+    if band is None:
+        return None
+    depth = cv2.distanceTransform((known == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    return np.flatnonzero(depth[targets.ty, targets.tx] <= band)
+
+
+def _search(
+    targets: Targets,
+    desc: np.ndarray,
+    sources: np.ndarray,
+    rng: np.random.Generator,
+    steps: tuple[int, ...],
+    pick: np.ndarray | None,
+) -> None:
+    """Rescore and improve the matches of targets `pick` (None: all) over new descriptors."""
+    field = targets.field
+    if pick is None:
+        rescore(field, desc, targets.ty, targets.tx)
+        improve_field(field, desc, targets.ty, targets.tx, sources, rng, 1, steps, _REFINE_RADIUS)
+        return
+    ty, tx = targets.ty[pick], targets.tx[pick]
+    part = Field(field.sy[pick], field.sx[pick], field.d[pick])
+    rescore(part, desc, ty, tx)
+    improve_field(part, desc, ty, tx, sources, rng, 1, steps, _REFINE_RADIUS)
+    # The others keep their carried distances, measured one octave coarser on a patch of the
+    # same size: close enough to weigh the vote.
+    field.sy[pick], field.sx[pick], field.d[pick] = part.sy, part.sx, part.d
