@@ -194,7 +194,7 @@ def window(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
 
 
-def run_cases(photos: tuple[str, ...], sizes: list[int]) -> Cells:
+def run_cases(photos: tuple[str, ...], sizes: list[int], sheets_on: bool = True) -> Cells:
     cells = Cells()
     sheets: dict[str, list[list[np.ndarray]]] = {}
     for size in sizes:
@@ -215,7 +215,7 @@ def run_cases(photos: tuple[str, ...], sizes: list[int]) -> Cells:
                     measure(cells, label, size, case, out, truth, hole, ref, ms)
                     tiles.append(window(out, hole))
                     frames.append(out)
-                if size == sizes[0]:
+                if sheets_on and size == sizes[0]:
                     sheets.setdefault(case, []).append(tiles)
                     if case == "zoomout15":
                         sheets.setdefault("zoomout15-frames", []).append(
@@ -280,12 +280,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 photos at 512² only")
     parser.add_argument("--sizes", type=int, nargs="*", help="override the frame sizes")
+    parser.add_argument("--no-sheets", action="store_true", help="leave bench/out/ as it is")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     classic(photo("astronaut", 256), make_mask("box10", 256, 0))  # first-call set-up, untimed
     photos = QUICK_PHOTOS if args.quick else PHOTOS
     sizes = args.sizes or ([512] if args.quick else [512, 1024])
-    cells = run_cases(photos, sizes)
+    cells = run_cases(photos, sizes, not args.no_sheets)
     report(cells, sizes)
     print(f"\ncontact sheets: {OUT}/quality-*.jpg")
 

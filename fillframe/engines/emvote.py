@@ -20,6 +20,7 @@ import numpy as np
 
 from fillframe.engines.nnfield import (
     Field,
+    SearchPlan,
     improve_field,
     patch_descriptors,
     refresh_descriptors,
@@ -179,12 +180,14 @@ def _search(
     field = targets.field
     if pick is None:
         rescore(field, desc, targets.ty, targets.tx)
-        improve_field(field, desc, targets.ty, targets.tx, sources, rng, 1, steps, _REFINE_RADIUS)
+        improve_field(
+            field, desc, (targets.ty, targets.tx), sources, rng, SearchPlan(1, steps, _REFINE_RADIUS)
+        )
         return
     ty, tx = targets.ty[pick], targets.tx[pick]
     part = Field(field.sy[pick], field.sx[pick], field.d[pick])
     rescore(part, desc, ty, tx)
-    improve_field(part, desc, ty, tx, sources, rng, 1, steps, _REFINE_RADIUS)
+    improve_field(part, desc, (ty, tx), sources, rng, SearchPlan(1, steps, _REFINE_RADIUS))
     # The others keep their carried distances, measured one octave coarser on a patch of the
     # same size: close enough to weigh the vote.
     field.sy[pick], field.sx[pick], field.d[pick] = part.sy, part.sx, part.d

@@ -121,7 +121,7 @@ def nearest_field(
     pick = rng.integers(0, src_y.size, ty.size)
     field = Field(src_y[pick], src_x[pick], np.zeros(ty.size, np.float32))
     rescore(field, desc, ty, tx)
-    improve_field(field, desc, ty, tx, sources, rng, rounds, _STEPS, max(height, width))
+    improve_field(field, desc, (ty, tx), sources, rng, SearchPlan(rounds, _STEPS, max(height, width)))
     return field
 
 
@@ -132,19 +132,27 @@ def rescore(field: Field, desc: np.ndarray, ty: np.ndarray, tx: np.ndarray) -> N
     field.d = _distance(flat[ty * width + tx], flat, field.sy * width + field.sx)
 
 
+@dataclass(frozen=True)
+class SearchPlan:
+    """Rounds of propagation at `steps` pixels, each followed by random search around every
+    match from `radius` down to 1 pixel."""
+
+    rounds: int
+    steps: tuple[int, ...]
+    radius: int
+
+
 def improve_field(
     field: Field,
     desc: np.ndarray,
-    ty: np.ndarray,
-    tx: np.ndarray,
+    targets: tuple[np.ndarray, np.ndarray],
     sources: np.ndarray,
     rng: np.random.Generator,
-    rounds: int,
-    steps: tuple[int, ...],
-    radius: int,
+    plan: SearchPlan,
 ) -> None:
-    """Rounds of PatchMatch on an existing field: propagation at `steps`, then random search
-    around each match from `radius` down to 1 pixel. Matches only ever get closer."""
+    """PatchMatch on an existing field, as `plan` says. Matches only ever get closer."""
+    ty, tx = targets
+    rounds, steps, radius = plan.rounds, plan.steps, plan.radius
     height, width, depth = desc.shape
     flat = desc.reshape(-1, depth)
     want = flat[ty * width + tx]

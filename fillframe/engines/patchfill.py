@@ -1,22 +1,18 @@
 """Exemplar (PatchMatch) hole filling on the hole's neighbourhood only: layout solved coarse,
-pixels copied at full scale.
+then searched and voted octave by octave up to full scale.
 
 The plan for one canvas:
 1. `plan_regions` cuts the mask into regions: each hole component's bounding box plus a context
    margin (overlapping boxes merged). Cost then grows with the holes, not the frame.
 2. Thin holes (scratches, text) go to OpenCV's Telea diffusion, which is faster and as good there.
 3. Thick holes go to `fill_region`: PyPatchMatch solves the region at a reduced scale (its cost
-   grows steeply with size), `nnfield` finds which allowed source patch each coarse hole pixel
-   now looks like, and every full-scale hole pixel copies the pixel at the same place in the
-   block its coarse pixel (or a better-matching neighbour of it) points to. The fill is made of
-   real pixels, not an upsampled blur. PyPatchMatch cannot return its field, hence the search.
-   Measured (bench/quality.py, one core, 512² box 10%): PyPatchMatch on the whole frame takes
-   1.05-1.25 s, on the box plus its context 560-720 ms; solved at quarter scale and upsampled
-   it keeps 0.3-0.6 of the truth's texture, copied through the field 0.98, in about 100 ms in
-   all. Searching again at finer scales (tried, vectorised) cost 10-110 ms more per octave and
-   took texture down, PSNR up by at most 0.15 dB.
-4. A residual measured across the hole's border through the copy is spread a short way into the
-   hole, which removes the seam without touching known pixels.
+   grows steeply with size), `nnfield` finds which allowed source patch each coarse patch over
+   the hole now looks like, and `emvote` carries those matches up one octave at a time: vote
+   (every hole pixel the weighted mean of what the overlapping patches' matches say), search
+   again on the voted image, vote again. At full scale the carried matches are voted and only
+   the seam band is searched again. PyPatchMatch cannot return its field, hence our search.
+   An earlier version copied every full-scale pixel through the coarse field, block by block:
+   sharp, but a mosaic of 2^L-pixel squares (grid blockiness 1.5-4x a photo's).
 
 Only known pixels within `context` of the hole are used as a source. For outpainting (a wide
 band of new canvas) that is an outer band of the original, which keeps the fill from copying the
