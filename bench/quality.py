@@ -3,6 +3,7 @@ and OpenCV Telea, all measured in the same run.
 
     .venv/bin/python bench/quality.py            # 8 photos, 512² and 1024² (about 20 min, 1 core)
     .venv/bin/python bench/quality.py --quick    # 3 photos at 512² (about a minute)
+    .venv/bin/python bench/quality.py --extras   # outpaint seams, cost in a 4096² photo
 
 Cases: box 10% and 25%, brush 15% (fixed seeds), outpaint right by 50% (the right third of the
 photo is new canvas) and zoom out 1.5x (only the central 1/1.5 of the photo is kept); the truth
@@ -34,6 +35,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from fillframe.engines import fillquality as fq
 from fillframe.engines.patchfill import fill_canvas
+from fillframe.imaging.canvas import outpaint_canvas
 
 PHOTOS = (
     "astronaut",
@@ -53,16 +55,21 @@ ZOOM_WINDOW = 96  # px of the canvas shown per contact-sheet tile, then zoomed 2
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def photo(name: str, size: int) -> np.ndarray:
-    """A scikit-image photo centre-cropped square and resized: size x size x 3 uint8 RGB."""
+def photo(name: str, width: int, height: int | None = None) -> np.ndarray:
+    """A scikit-image photo centre-cropped to the aspect and resized: HxWx3 uint8 RGB."""
+    height = height or width
     img = getattr(data, name)()
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     h, w = img.shape[:2]
-    side = min(h, w)
-    img = img[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
-    return np.ascontiguousarray(cv2.resize(img[:, :, :3], (size, size), interpolation=interp))
+    if w * height > h * width:
+        cw = h * width // height
+        img = img[:, (w - cw) // 2 : (w - cw) // 2 + cw]
+    else:
+        ch = w * height // width
+        img = img[(h - ch) // 2 : (h - ch) // 2 + ch]
+    interp = cv2.INTER_AREA if img.shape[1] > width else cv2.INTER_CUBIC
+    return np.ascontiguousarray(cv2.resize(img[:, :, :3], (width, height), interpolation=interp))
 
 
 def make_mask(kind: str, size: int, seed: int) -> np.ndarray:
@@ -276,15 +283,77 @@ def report(cells: Cells, sizes: list[int]) -> None:
         print(f"  time at {size}²: {ratio:.2f}x PyPatchMatch's (<= 0.2)")
 
 
+def seam_ratio(out: np.ndarray, placed: tuple[int, int, int, int]) -> float:
+    """Mean |step| across the original's border over the mean |step| one pixel inside it.
+
+    placed: (top, left, height, width) of the original on the canvas; sides on the canvas edge
+    are skipped. About 1 when the border cannot be seen.
+    """
+    g = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    top, left, h, w = placed
+    bottom, right = top + h - 1, left + w - 1
+    across, inside = [], []
+    if top > 0:
+        across.append(np.abs(g[top, left : right + 1] - g[top - 1, left : right + 1]))
+        inside.append(np.abs(g[top, left : right + 1] - g[top + 1, left : right + 1]))
+    if bottom < g.shape[0] - 1:
+        across.append(np.abs(g[bottom, left : right + 1] - g[bottom + 1, left : right + 1]))
+        inside.append(np.abs(g[bottom, left : right + 1] - g[bottom - 1, left : right + 1]))
+    if left > 0:
+        across.append(np.abs(g[top : bottom + 1, left] - g[top : bottom + 1, left - 1]))
+        inside.append(np.abs(g[top : bottom + 1, left] - g[top : bottom + 1, left + 1]))
+    if right < g.shape[1] - 1:
+        across.append(np.abs(g[top : bottom + 1, right] - g[top : bottom + 1, right + 1]))
+        inside.append(np.abs(g[top : bottom + 1, right] - g[top : bottom + 1, right - 1]))
+    return float(np.concatenate(across).mean() / max(float(np.concatenate(inside).mean()), 1e-6))
+
+
+def run_outpaint() -> None:
+    """Outpaint presets on a 1024x768 photo: time and how visible the original's border is."""
+    print("\noutpaint (coffee 1024x768; seam = step across the original's border / step inside):")
+    src = photo("coffee", 1024, 768)
+    for preset in ("Zoom out 2x", "Make square", "Right outpaint"):
+        canvas, mask, plan = outpaint_canvas(src, preset, max_pixels=4 * 1024 * 1024)
+        placed = (plan.y, plan.x, plan.image_height, plan.image_width)
+        out, ms = timed(classic, canvas, mask)
+        t_out, t_ms = timed(telea, canvas, mask)
+        print(
+            f"  {preset:<15} canvas {canvas.shape[1]}x{canvas.shape[0]}: ours {ms:6.0f} ms "
+            f"(seam {seam_ratio(out, placed):.2f}), telea {t_ms:5.0f} ms "
+            f"(seam {seam_ratio(t_out, placed):.2f})"
+        )
+
+
+def run_scaling() -> None:
+    """The same 100k-pixel hole in a 1024² and a 4096² photo: cost follows the hole."""
+    print("\ncost grows with the hole, not the frame (same 316x316 hole = 100k pixels):")
+    big = photo("astronaut", 4096, 4096)
+    mask_big = np.zeros((4096, 4096), np.uint8)
+    mask_big[1890:2206, 1890:2206] = 255
+    # The 1024 photo is the centre of the 4096 one: same content around the same hole.
+    small, mask_small = big[1536:2560, 1536:2560].copy(), mask_big[1536:2560, 1536:2560].copy()
+    times = {}
+    for size, rgb, mask in ((1024, small, mask_small), (4096, big, mask_big)):
+        times[size] = statistics.median(timed(classic, rgb, mask)[1] for _ in range(3))
+        print(f"  {size}x{size}: {times[size]:6.0f} ms")
+    print(f"  ratio 4096/1024: {times[4096] / times[1024]:.2f} (target <= 2)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 photos at 512² only")
     parser.add_argument("--sizes", type=int, nargs="*", help="override the frame sizes")
+    parser.add_argument("--photos", type=int, help="only the first N photos")
+    parser.add_argument("--extras", action="store_true", help="only outpaint seams and 4096² scaling")
     parser.add_argument("--no-sheets", action="store_true", help="leave bench/out/ as it is")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     classic(photo("astronaut", 256), make_mask("box10", 256, 0))  # first-call set-up, untimed
-    photos = QUICK_PHOTOS if args.quick else PHOTOS
+    if args.extras:
+        run_outpaint()
+        run_scaling()
+        return
+    photos = (QUICK_PHOTOS if args.quick else PHOTOS)[: args.photos]
     sizes = args.sizes or ([512] if args.quick else [512, 1024])
     cells = run_cases(photos, sizes, not args.no_sheets)
     report(cells, sizes)
