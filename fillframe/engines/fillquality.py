@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from skimage.metrics import structural_similarity
-
 from fillframe.engines.nnfield import nearest_field, whole_patch_sources
 
 GRID = 32
@@ -70,6 +68,9 @@ def psnr_in(out: np.ndarray, truth: np.ndarray, hole: np.ndarray) -> float:
 
 def ssim_in(out: np.ndarray, truth: np.ndarray, hole: np.ndarray) -> float:
     """Mean of the luma SSIM map (Gaussian window) over the hole's pixels."""
+    # scikit-image is a test and bench dependency, not the server's: imported only here.
+    from skimage.metrics import structural_similarity
+
     _, ssim_map = structural_similarity(
         luma(out), luma(truth), data_range=255.0, gaussian_weights=True, sigma=1.5, full=True
     )
