@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from fillframe.engines.nnfield import nearest_field, whole_patch_sources
 
 GRID = 32
