@@ -185,6 +185,13 @@ def measure(
     cells.add(label, size, case, "ssim", fq.ssim_in(out, truth, hole))
     if case == "zoomout15":
         cells.add(label, size, case, "clones", fq.subject_copies(matches, hole, subject_of(hole)))
+    # One line per fill as it is measured, so that a cut-short run still says what it saw.
+    got = {
+        k: cells.values[(label, size, case, k)][-1]
+        for k in MEASURES
+        if (label, size, case, k) in cells.values
+    }
+    print(f"case {label} {size} {case} " + " ".join(f"{k}={v:.4f}" for k, v in got.items()), flush=True)
 
 
 def window(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
