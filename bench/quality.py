@@ -194,6 +194,20 @@ def measure(
     print(f"case {label} {size} {case} " + " ".join(f"{k}={v:.4f}" for k, v in got.items()), flush=True)
 
 
+def cells_from_log(paths: list[Path]) -> Cells:
+    """The measures printed as `case METHOD SIZE CASE k=v ...` lines by earlier runs."""
+    cells = Cells()
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if not line.startswith("case "):
+                continue
+            _, label, size, case, *pairs = line.split()
+            for pair in pairs:
+                key, value = pair.split("=")
+                cells.add(label, int(size), case, key, float(value))
+    return cells
+
+
 def window(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """ZOOM_WINDOW² around a hole pixel about a third of a window deep, zoomed 2x (nearest)."""
     depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
@@ -352,10 +366,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", help="override the frame sizes")
     parser.add_argument("--photos", type=int, help="only the first N photos")
     parser.add_argument("--extras", action="store_true", help="only outpaint seams and 4096² scaling")
+    parser.add_argument(
+        "--from-log", nargs="*", help="summarise the `case` lines of earlier runs' output instead of running"
+    )
     parser.add_argument("--no-sheets", action="store_true", help="leave bench/out/ as it is")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     classic(photo("astronaut", 256), make_mask("box10", 256, 0))  # first-call set-up, untimed
+    if args.from_log:
+        cells = cells_from_log([Path(p) for p in args.from_log])
+        report(cells, sorted({s for (_, s, _, _) in cells.values}))
+        return
     if args.extras:
         run_outpaint()
         run_scaling()
