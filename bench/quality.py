@@ -1,13 +1,19 @@
-"""Fill quality and speed of the classic engine against OpenCV Telea, measured in the same run.
+"""Fill realism and speed of the classic engine against PyPatchMatch (patch size 5, whole frame)
+and OpenCV Telea, all measured in the same run.
 
-    .venv/bin/python bench/quality.py            # full run, about two minutes on one core
-    .venv/bin/python bench/quality.py --quick    # 512 px only, no large-image figures
-    .venv/bin/python bench/quality.py --library  # also PyPatchMatch alone (slow), for reference
+    .venv/bin/python bench/quality.py            # 8 photos, 512² and 1024² (about 20 min, 1 core)
+    .venv/bin/python bench/quality.py --quick    # 3 photos at 512² (about a minute)
+    .venv/bin/python bench/quality.py --extras   # outpaint seams, cost in a 4096² photo
 
-Over six scikit-image photos at 512² and 1024² with box 10%, box 25% and brush 15% masks (fixed
-seeds) it prints, per method: median CPU milliseconds, median PSNR inside the hole and median
-texture energy (mean Sobel magnitude inside the hole over the truth's). Then outpaint and
-large-image timings. Contact sheets go to bench/out/. Timings use one OpenCV thread.
+Cases: box 10% and 25%, brush 15% (fixed seeds), outpaint right by 50% (the right third of the
+photo is new canvas) and zoom out 1.5x (only the central 1/1.5 of the photo is kept); the truth
+is always the whole photo. Measures, inside the hole, each over the truth's own (1.0 = like the
+real photo), from `fillframe.engines.fillquality`: grid blockiness, patch coherence p95 (lower is
+better), texture energy; then PSNR and SSIM against the truth. For zoom out, `clones` is the
+share of the new canvas that is a large verbatim copy of the subject (the original's centre).
+Prints medians per case type and size, and over all cases; CPU ms use one OpenCV thread.
+Contact sheets (a window at the hole's border, zoomed 2x; whole frames for zoom out) go to
+bench/out/.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -27,18 +33,31 @@ from skimage import data
 # The repository root instead of bench/ itself, whose queue.py would shadow the standard library's.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from fillframe.engines import fillquality as fq
 from fillframe.engines.patchfill import fill_canvas
 from fillframe.imaging.canvas import outpaint_canvas
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "brick")
-MASKS = ("box10", "box25", "brush15")
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "brick",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+)
+QUICK_PHOTOS = ("chelsea", "coffee", "gravel")
+CASES = ("box10", "box25", "brush15", "outright50", "zoomout15")
 OUT = Path(__file__).resolve().parent / "out"
+ZOOM_WINDOW = 96  # px of the canvas shown per contact-sheet tile, then zoomed 2x
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def photo(name: str, width: int, height: int) -> np.ndarray:
+def photo(name: str, width: int, height: int | None = None) -> np.ndarray:
     """A scikit-image photo centre-cropped to the aspect and resized: HxWx3 uint8 RGB."""
+    height = height or width
     img = getattr(data, name)()
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
@@ -50,134 +69,239 @@ def photo(name: str, width: int, height: int) -> np.ndarray:
         ch = w * height // width
         img = img[(h - ch) // 2 : (h - ch) // 2 + ch]
     interp = cv2.INTER_AREA if img.shape[1] > width else cv2.INTER_CUBIC
-    return np.ascontiguousarray(cv2.resize(img, (width, height), interpolation=interp))
+    return np.ascontiguousarray(cv2.resize(img[:, :, :3], (width, height), interpolation=interp))
 
 
 def make_mask(kind: str, size: int, seed: int) -> np.ndarray:
-    """box10 / box25: a square of that share of the frame at a seeded place; brush15: strokes."""
+    """size x size uint8 mask, 255 = fill, for one of CASES."""
     rng = np.random.default_rng(seed)
     mask = np.zeros((size, size), np.uint8)
     if kind.startswith("box"):
         side = round(size * (int(kind[3:]) / 100) ** 0.5)
         y, x = rng.integers(size // 16, size - side - size // 16, 2)
         mask[y : y + side, x : x + side] = 255
-        return mask
-    scale = size / 512
-    while np.count_nonzero(mask) < 0.15 * mask.size:
-        pts = [rng.uniform(0.1, 0.9, 2) * size]
-        for _ in range(int(rng.integers(3, 7))):
-            step = rng.normal(0, 60 * scale, 2)
-            pts.append(np.clip(pts[-1] + step, 0, size - 1))
-        width = int(rng.integers(12, 36) * scale)
-        poly = np.array(pts, np.int32).reshape(-1, 1, 2)
-        cv2.polylines(mask, [poly], False, 255, width, lineType=cv2.LINE_8)
+    elif kind == "outright50":
+        mask[:, round(size / 1.5) :] = 255
+    elif kind == "zoomout15":
+        mask[:] = 255
+        inner = round(size / 1.5)
+        start = (size - inner) // 2
+        mask[start : start + inner, start : start + inner] = 0
+    else:
+        scale = size / 512
+        while np.count_nonzero(mask) < 0.15 * mask.size:
+            pts = [rng.uniform(0.1, 0.9, 2) * size]
+            for _ in range(int(rng.integers(3, 7))):
+                pts.append(np.clip(pts[-1] + rng.normal(0, 60 * scale, 2), 0, size - 1))
+            width = int(rng.integers(12, 36) * scale)
+            poly = np.array(pts, np.int32).reshape(-1, 1, 2)
+            cv2.polylines(mask, [poly], False, 255, width, lineType=cv2.LINE_8)
     return mask
 
 
-def sobel(rgb: np.ndarray) -> np.ndarray:
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+def subject_of(hole: np.ndarray) -> np.ndarray:
+    """The original's centre: known pixels farther than a quarter of its short side from its edge."""
+    known = (~hole).astype(np.uint8)
+    _, _, w, h = cv2.boundingRect(known)
+    dist = cv2.distanceTransform(
+        cv2.copyMakeBorder(known, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0), cv2.DIST_L2, 3
+    )
+    return dist[1:-1, 1:-1] > 0.25 * min(w, h)
 
 
-def psnr_in(out: np.ndarray, truth: np.ndarray, hole: np.ndarray) -> float:
-    err = out[hole].astype(np.float64) - truth[hole]
-    return float(10 * np.log10(255.0**2 / max(float(np.mean(err**2)), 1e-9)))
+def classic(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return fill_canvas(rgb, mask, seed=1)[0]
 
 
-def texture_in(out: np.ndarray, truth: np.ndarray, hole: np.ndarray) -> float:
-    return float(sobel(out)[hole].mean() / max(float(sobel(truth)[hole].mean()), 1e-6))
+def pypatchmatch(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    from patchmatch import patch_match
+
+    patch_match.set_random_seed(1212)
+    return patch_match.inpaint(rgb, mask, patch_size=5)
 
 
 def telea(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return cv2.inpaint(rgb, mask, 3, cv2.INPAINT_TELEA)
 
 
-def ours(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return fill_canvas(rgb, mask, seed=1)[0]
-
-
-def library_whole_frame(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    from patchmatch import patch_match
-
-    return patch_match.inpaint(rgb, mask, patch_size=3)
+METHODS: dict[str, Method] = {"classic": classic, "pypm5": pypatchmatch, "telea": telea}
+MEASURES = ("ms", "block", "coher", "texture", "psnr", "ssim", "clones")
 
 
 def timed(fn: Method, rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
-    """CPU milliseconds of this (single-threaded) process: steady while other jobs share the
-    machine, and equal to wall time on an idle core."""
+    """CPU milliseconds of this process: steady while other jobs share the machine."""
     start = time.process_time()
     out = fn(rgb, mask)
     return out, (time.process_time() - start) * 1000
 
 
 @dataclass
-class Cell:
-    ms: list[float]
-    psnr: list[float]
-    texture: list[float]
+class Truth:
+    block: float
+    coher: float
+    texture: float
 
 
-def run_grid(methods: dict[str, Method], sizes: list[int]) -> dict[tuple[str, int, str], Cell]:
-    cells: dict[tuple[str, int, str], Cell] = {}
-    sheet_rows: list[np.ndarray] = []
-    for size in sizes:
-        for photo_index, name in enumerate(PHOTOS):
-            truth = photo(name, size, size)
-            for mask_index, kind in enumerate(MASKS):
-                mask = make_mask(kind, size, seed=100 * photo_index + mask_index)
-                hole = mask > 0
-                outs = []
-                for label, fn in methods.items():
-                    out, ms = timed(fn, truth, mask)
-                    cell = cells.setdefault((label, size, kind), Cell([], [], []))
-                    cell.ms.append(ms)
-                    cell.psnr.append(psnr_in(out, truth, hole))
-                    cell.texture.append(texture_in(out, truth, hole))
-                    outs.append(out)
-                if size == 512:
-                    shown = truth.copy()
-                    shown[hole] = (255, 0, 255)
-                    sheet_rows.append(np.hstack([shown, truth, *outs]))
-    if sheet_rows:
-        write_sheet("inpaint_512.png", sheet_rows, ["input", "truth", *methods])
+@dataclass
+class Cells:
+    """Measures per (method, size, case): lists over photos."""
+
+    values: dict[tuple[str, int, str, str], list[float]] = field(default_factory=dict)
+
+    def add(self, method: str, size: int, case: str, measure: str, value: float) -> None:
+        self.values.setdefault((method, size, case, measure), []).append(value)
+
+    def median(self, method: str, measure: str, size: int | None = None, case: str | None = None) -> float:
+        got = [
+            v
+            for (m, s, c, k), vs in self.values.items()
+            if m == method and k == measure and size in (None, s) and case in (None, c)
+            for v in vs
+        ]
+        return statistics.median(got) if got else float("nan")
+
+    def worst(self, method: str, measure: str) -> float:
+        got = [v for (m, _, _, k), vs in self.values.items() if m == method and k == measure for v in vs]
+        return max(got) if got else float("nan")
+
+
+def measure(
+    cells: Cells,
+    label: str,
+    size: int,
+    case: str,
+    out: np.ndarray,
+    truth: np.ndarray,
+    hole: np.ndarray,
+    ref: Truth,
+    ms: float,
+) -> None:
+    matches = fq.nearest_known_patches(out, hole)
+    cells.add(label, size, case, "ms", ms)
+    cells.add(label, size, case, "block", fq.blockiness(out, hole) / ref.block)
+    cells.add(label, size, case, "coher", float(np.percentile(matches.rms, 95)) / ref.coher)
+    cells.add(label, size, case, "texture", fq.texture_energy(out, hole) / ref.texture)
+    cells.add(label, size, case, "psnr", fq.psnr_in(out, truth, hole))
+    cells.add(label, size, case, "ssim", fq.ssim_in(out, truth, hole))
+    if case == "zoomout15":
+        cells.add(label, size, case, "clones", fq.subject_copies(matches, hole, subject_of(hole)))
+    # One line per fill as it is measured, so that a cut-short run still says what it saw.
+    got = {
+        k: cells.values[(label, size, case, k)][-1]
+        for k in MEASURES
+        if (label, size, case, k) in cells.values
+    }
+    print(f"case {label} {size} {case} " + " ".join(f"{k}={v:.4f}" for k, v in got.items()), flush=True)
+
+
+def cells_from_log(paths: list[Path]) -> Cells:
+    """The measures printed as `case METHOD SIZE CASE k=v ...` lines by earlier runs."""
+    cells = Cells()
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if not line.startswith("case "):
+                continue
+            _, label, size, case, *pairs = line.split()
+            for pair in pairs:
+                key, value = pair.split("=")
+                cells.add(label, int(size), case, key, float(value))
     return cells
 
 
-def write_sheet(name: str, rows: list[np.ndarray], labels: list[str]) -> None:
-    """Rows of equal-height tiles, downscaled to 256 px tall, labelled on top."""
-    scaled = []
-    for row in rows:
-        f = 256 / row.shape[0]
-        scaled.append(cv2.resize(row, (round(row.shape[1] * f), 256), interpolation=cv2.INTER_AREA))
-    width = max(r.shape[1] for r in scaled)  # narrower rows are padded white
-    sheet = np.full((24 + sum(r.shape[0] + 4 for r in scaled), width, 3), 255, np.uint8)
-    y = 24
-    for r in scaled:
-        sheet[y : y + r.shape[0], : r.shape[1]] = r
-        y += r.shape[0] + 4
-    tile = scaled[0].shape[1] // max(len(labels), 1)
-    for i, label in enumerate(labels):
-        cv2.putText(sheet, label, (i * tile + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
-    OUT.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(OUT / name), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+def window(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """ZOOM_WINDOW² around a hole pixel about a third of a window deep, zoomed 2x (nearest)."""
+    depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
+    want = min(ZOOM_WINDOW / 3, float(depth.max()))
+    ys, xs = np.nonzero(np.abs(depth - want) <= 1.5)
+    cy, cx = np.mean(np.nonzero(hole), axis=1)
+    i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+    half = ZOOM_WINDOW // 2
+    y0 = int(np.clip(ys[i] - half, 0, img.shape[0] - ZOOM_WINDOW))
+    x0 = int(np.clip(xs[i] - half, 0, img.shape[1] - ZOOM_WINDOW))
+    crop = img[y0 : y0 + ZOOM_WINDOW, x0 : x0 + ZOOM_WINDOW]
+    return cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
 
 
-def print_grid(cells: dict[tuple[str, int, str], Cell], methods: list[str], sizes: list[int]) -> None:
-    print(f"{'method':<10}{'size':>6} {'mask':<8}{'median ms':>10}{'PSNR dB':>9}{'texture':>9}")
+def run_cases(photos: tuple[str, ...], sizes: list[int], sheets_on: bool = True) -> Cells:
+    cells = Cells()
+    sheets: dict[str, list[list[np.ndarray]]] = {}
     for size in sizes:
-        for kind in MASKS:
-            for label in methods:
-                c = cells[(label, size, kind)]
-                print(
-                    f"{label:<10}{size:>6} {kind:<8}{statistics.median(c.ms):>10.0f}"
-                    f"{statistics.median(c.psnr):>9.2f}{statistics.median(c.texture):>9.2f}"
+        for photo_index, name in enumerate(photos):
+            truth = photo(name, size)
+            for case_index, case in enumerate(CASES):
+                mask = make_mask(case, size, seed=100 * photo_index + case_index)
+                hole = mask > 0
+                ref = Truth(
+                    fq.blockiness(truth, hole), fq.coherence_p95(truth, hole), fq.texture_energy(truth, hole)
                 )
-    print("\nall masks and sizes (median over cells):")
-    for label in methods:
-        keys = [k for k in cells if k[0] == label]
-        psnr = statistics.median(statistics.median(cells[k].psnr) for k in keys)
-        tex = statistics.median(statistics.median(cells[k].texture) for k in keys)
-        print(f"  {label:<10} PSNR {psnr:6.2f} dB  texture {tex:5.2f}")
+                shown = truth.copy()
+                shown[hole] = (255, 0, 255)
+                tiles = [window(shown, hole), window(truth, hole)]
+                frames = [truth]
+                for label, fn in METHODS.items():
+                    out, ms = timed(fn, truth, mask)
+                    measure(cells, label, size, case, out, truth, hole, ref, ms)
+                    tiles.append(window(out, hole))
+                    frames.append(out)
+                if sheets_on and size == sizes[0]:
+                    sheets.setdefault(case, []).append(tiles)
+                    if case == "zoomout15":
+                        sheets.setdefault("zoomout15-frames", []).append(
+                            [cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in frames]
+                        )
+                print(f"  {size} {name:<22} {case:<11} done", file=sys.stderr, flush=True)
+    for case, rows in sheets.items():
+        labels = ["truth", *METHODS] if case.endswith("frames") else ["input", "truth", *METHODS]
+        write_sheet(f"quality-{case}.jpg", rows, labels)
+    return cells
+
+
+def write_sheet(name: str, rows: list[list[np.ndarray]], labels: list[str]) -> None:
+    """A grid of equal tiles with a label row on top, as JPEG (kept small for the repository)."""
+    tile = rows[0][0].shape[0]
+    sheet = np.full((22 + len(rows) * (tile + 4), len(labels) * (tile + 4), 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, img in enumerate(row):
+            y, x = 22 + r * (tile + 4), c * (tile + 4)
+            sheet[y : y + tile, x : x + tile] = img
+    for c, label in enumerate(labels):
+        cv2.putText(sheet, label, (c * (tile + 4) + 6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(OUT / name), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+
+
+def row(cells: Cells, method: str, size: int | None = None, case: str | None = None) -> str:
+    m = {k: cells.median(method, k, size, case) for k in MEASURES}
+    clones = "" if np.isnan(m["clones"]) else f"{m['clones']:>8.3f}"
+    return (
+        f"{m['ms']:>8.0f}{m['block']:>7.2f}{m['coher']:>7.2f}{m['texture']:>8.2f}"
+        f"{m['psnr']:>7.2f}{m['ssim']:>7.3f}{clones}"
+    )
+
+
+def report(cells: Cells, sizes: list[int]) -> None:
+    print(f"{'method':<9}{'size':>5} {'case':<11}{'ms':>8}{'block':>7}{'coher':>7}", end="")
+    print(f"{'texture':>8}{'PSNR':>7}{'SSIM':>7}{'clones':>8}")
+    for size in sizes:
+        for case in CASES:
+            for method in METHODS:
+                print(f"{method:<9}{size:>5} {case:<11}" + row(cells, method, size, case))
+    print("\nper case type, both sizes:")
+    for case in CASES:
+        for method in METHODS:
+            print(f"{method:<9}{'all':>5} {case:<11}" + row(cells, method, None, case))
+    print("\nall cases (medians; block/coher/texture over the truth's):")
+    for method in METHODS:
+        print(f"{method:<9}{'all':>5} {'all':<11}" + row(cells, method))
+    print("\ntargets for classic:")
+    block, worst = cells.median("classic", "block"), cells.worst("classic", "block")
+    print(f"  blockiness median {block:.2f} (<= 1.1), worst case {worst:.2f} (<= 1.25)")
+    coher = cells.median("classic", "coher") / cells.median("pypm5", "coher")
+    print(f"  coherence p95 median {coher:.2f}x PyPatchMatch's (<= 1.1)")
+    print(f"  texture median {cells.median('classic', 'texture'):.2f} (>= 0.6)")
+    for size in sizes:
+        ratio = cells.median("classic", "ms", size) / cells.median("pypm5", "ms", size)
+        print(f"  time at {size}²: {ratio:.2f}x PyPatchMatch's (<= 0.2)")
 
 
 def seam_ratio(out: np.ndarray, placed: tuple[int, int, int, int]) -> float:
@@ -206,27 +330,23 @@ def seam_ratio(out: np.ndarray, placed: tuple[int, int, int, int]) -> float:
 
 
 def run_outpaint() -> None:
-    rows = []
+    """Outpaint presets on a 1024x768 photo: time and how visible the original's border is."""
     print("\noutpaint (coffee 1024x768; seam = step across the original's border / step inside):")
     src = photo("coffee", 1024, 768)
     for preset in ("Zoom out 2x", "Make square", "Right outpaint"):
         canvas, mask, plan = outpaint_canvas(src, preset, max_pixels=4 * 1024 * 1024)
         placed = (plan.y, plan.x, plan.image_height, plan.image_width)
-        out, ms = timed(ours, canvas, mask)
+        out, ms = timed(classic, canvas, mask)
         t_out, t_ms = timed(telea, canvas, mask)
         print(
             f"  {preset:<15} canvas {canvas.shape[1]}x{canvas.shape[0]}: ours {ms:6.0f} ms "
             f"(seam {seam_ratio(out, placed):.2f}), telea {t_ms:5.0f} ms "
             f"(seam {seam_ratio(t_out, placed):.2f})"
         )
-        f = 384 / out.shape[0]
-        size = (round(out.shape[1] * f), 384)
-        pair = [cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in (t_out, out)]
-        rows.append(np.hstack(pair))
-    write_sheet("outpaint.png", rows, ["telea", "ours"])
 
 
 def run_scaling() -> None:
+    """The same 100k-pixel hole in a 1024² and a 4096² photo: cost follows the hole."""
     print("\ncost grows with the hole, not the frame (same 316x316 hole = 100k pixels):")
     big = photo("astronaut", 4096, 4096)
     mask_big = np.zeros((4096, 4096), np.uint8)
@@ -235,28 +355,37 @@ def run_scaling() -> None:
     small, mask_small = big[1536:2560, 1536:2560].copy(), mask_big[1536:2560, 1536:2560].copy()
     times = {}
     for size, rgb, mask in ((1024, small, mask_small), (4096, big, mask_big)):
-        times[size] = statistics.median(timed(ours, rgb, mask)[1] for _ in range(3))
+        times[size] = statistics.median(timed(classic, rgb, mask)[1] for _ in range(3))
         print(f"  {size}x{size}: {times[size]:6.0f} ms")
     print(f"  ratio 4096/1024: {times[4096] / times[1024]:.2f} (target <= 2)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="512 px only, skip large images")
-    parser.add_argument("--library", action="store_true", help="also PyPatchMatch whole-frame")
+    parser.add_argument("--quick", action="store_true", help="3 photos at 512² only")
+    parser.add_argument("--sizes", type=int, nargs="*", help="override the frame sizes")
+    parser.add_argument("--photos", type=int, help="only the first N photos")
+    parser.add_argument("--extras", action="store_true", help="only outpaint seams and 4096² scaling")
+    parser.add_argument(
+        "--from-log", nargs="*", help="summarise the `case` lines of earlier runs' output instead of running"
+    )
+    parser.add_argument("--no-sheets", action="store_true", help="leave bench/out/ as it is")
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    methods: dict[str, Method] = {"telea": telea, "ours": ours}
-    if args.library:
-        methods["pypm-full"] = library_whole_frame
-    ours(photo("astronaut", 256, 256), make_mask("box10", 256, 0))  # first-call set-up, untimed
-    sizes = [512] if args.quick else [512, 1024]
-    cells = run_grid(methods, sizes)
-    print_grid(cells, list(methods), sizes)
-    if not args.quick:
+    classic(photo("astronaut", 256), make_mask("box10", 256, 0))  # first-call set-up, untimed
+    if args.from_log:
+        cells = cells_from_log([Path(p) for p in args.from_log])
+        report(cells, sorted({s for (_, s, _, _) in cells.values}))
+        return
+    if args.extras:
         run_outpaint()
         run_scaling()
-    print(f"\ncontact sheets: {OUT}/inpaint_512.png, {OUT}/outpaint.png")
+        return
+    photos = (QUICK_PHOTOS if args.quick else PHOTOS)[: args.photos]
+    sizes = args.sizes or ([512] if args.quick else [512, 1024])
+    cells = run_cases(photos, sizes, not args.no_sheets)
+    report(cells, sizes)
+    print(f"\ncontact sheets: {OUT}/quality-*.jpg")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ class ClassicEngine(Engine):
                 "The classic engine needs PyPatchMatch's native library, which did not load: "
                 "reinstall the `pypatchmatch` package (2.2 or newer) for this platform."
             )
-        # No warm-up fill: nothing is compiled (numpy and OpenCV only); a process's first job
-        # takes about 10 ms longer than later ones (measured at 512² box 10%: 112 vs 101 ms).
+        # No warm-up fill: nothing is compiled (numpy and OpenCV only). With the block-copy
+        # fill a process's first job took about 10 ms longer than later ones (512² box 10%);
+        # not measured again since the search-and-vote fill.
 
     def fill(self, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> FillOutput:
         rgb, mask = _checked(job.rgb, job.mask)

@@ -57,16 +57,33 @@ def patch_descriptors(rgb: np.ndarray, radius: int) -> np.ndarray:
     """
     opponent = rgb.reshape(-1, 3).astype(np.float32) @ _OPPONENT.T
     planes = opponent.reshape(*rgb.shape[:2], 3)
-    basis = _dct_basis(2 * radius + 1, max(_FREQUENCIES))
-    out = []
+    taps = 2 * radius + 1
+    basis = _dct_basis(taps, max(_FREQUENCIES))
+    one = np.ones(1, np.float32)
+    out = np.empty((*rgb.shape[:2], sum(c * c for c in _FREQUENCIES)), np.float32)
+    k = 0
     for channel, count in enumerate(_FREQUENCIES):
         plane = np.ascontiguousarray(planes[:, :, channel])
         for u in range(count):
+            # Separable: filter the rows once per horizontal frequency, then the columns.
+            rows = cv2.sepFilter2D(plane, cv2.CV_32F, basis[u], one, borderType=cv2.BORDER_REFLECT)
             for v in range(count):
-                out.append(
-                    cv2.sepFilter2D(plane, cv2.CV_32F, basis[v], basis[u], borderType=cv2.BORDER_REFLECT)
-                )
-    return np.stack(out, axis=-1)
+                out[:, :, k] = cv2.sepFilter2D(rows, cv2.CV_32F, one, basis[v], borderType=cv2.BORDER_REFLECT)
+                k += 1
+    return out
+
+
+def refresh_descriptors(
+    desc: np.ndarray, rgb: np.ndarray, box: tuple[int, int, int, int], radius: int
+) -> None:
+    """Recompute `desc` (from `patch_descriptors`) in rows y0:y1, columns x0:x1 after `rgb` changed
+    there; the patches read `radius` pixels around the box, so it is computed on that window."""
+    height, width = rgb.shape[:2]
+    y0, y1, x0, x1 = max(0, box[0]), min(height, box[1]), max(0, box[2]), min(width, box[3])
+    wy0, wx0 = max(0, y0 - radius), max(0, x0 - radius)
+    wy1, wx1 = min(height, y1 + radius), min(width, x1 + radius)
+    part = patch_descriptors(np.ascontiguousarray(rgb[wy0:wy1, wx0:wx1]), radius)
+    desc[y0:y1, x0:x1] = part[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0]
 
 
 def whole_patch_sources(ok: np.ndarray, known: np.ndarray, radius: int) -> np.ndarray:
@@ -99,27 +116,59 @@ def nearest_field(
     randomly around each match, over the whole crop first, then at halving radii. Deterministic
     for a given generator state.
     """
+    height, width = desc.shape[:2]
+    src_y, src_x = (a.astype(np.int32) for a in np.nonzero(sources))
+    pick = rng.integers(0, src_y.size, ty.size)
+    field = Field(src_y[pick], src_x[pick], np.zeros(ty.size, np.float32))
+    rescore(field, desc, ty, tx)
+    improve_field(field, desc, (ty, tx), sources, rng, SearchPlan(rounds, _STEPS, max(height, width)))
+    return field
+
+
+def rescore(field: Field, desc: np.ndarray, ty: np.ndarray, tx: np.ndarray) -> None:
+    """Recompute every match's distance over new descriptors (the target image changed)."""
+    width, depth = desc.shape[1], desc.shape[2]
+    flat = desc.reshape(-1, depth)
+    field.d = _distance(flat[ty * width + tx], flat, field.sy * width + field.sx)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Rounds of propagation at `steps` pixels, each followed by random search around every
+    match from `radius` down to 1 pixel."""
+
+    rounds: int
+    steps: tuple[int, ...]
+    radius: int
+
+
+def improve_field(
+    field: Field,
+    desc: np.ndarray,
+    targets: tuple[np.ndarray, np.ndarray],
+    sources: np.ndarray,
+    rng: np.random.Generator,
+    plan: SearchPlan,
+) -> None:
+    """PatchMatch on an existing field, as `plan` says. Matches only ever get closer."""
+    ty, tx = targets
+    rounds, steps, radius = plan.rounds, plan.steps, plan.radius
     height, width, depth = desc.shape
     flat = desc.reshape(-1, depth)
     want = flat[ty * width + tx]
-    src_y, src_x = (a.astype(np.int32) for a in np.nonzero(sources))
-    pick = rng.integers(0, src_y.size, ty.size)
-    sy, sx = src_y[pick], src_x[pick]
-    field = Field(sy, sx, _distance(want, flat, sy * width + sx))
     slot = np.full((height, width), -1, np.int32)  # target index of each pixel, -1 = not a target
     slot[ty, tx] = np.arange(ty.size, dtype=np.int32)
     everyone = np.arange(ty.size)
     for _ in range(rounds):
-        for step in _STEPS:
+        for step in steps:
             for dy, dx in _DIRECTIONS:
                 _propagate(field, want, flat, sources, slot, ty, tx, dy * step, dx * step)
-        r = max(height, width)
+        r = radius
         while r >= 1:
             cy = field.sy + rng.integers(-r, r + 1, ty.size, dtype=np.int32)
             cx = field.sx + rng.integers(-r, r + 1, ty.size, dtype=np.int32)
             _offer(field, want, flat, sources, everyone, cy, cx)
             r //= 2
-    return field
 
 
 def _distance(want: np.ndarray, flat: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -1,22 +1,18 @@
 """Exemplar (PatchMatch) hole filling on the hole's neighbourhood only: layout solved coarse,
-pixels copied at full scale.
+then searched and voted octave by octave up to full scale.
 
 The plan for one canvas:
 1. `plan_regions` cuts the mask into regions: each hole component's bounding box plus a context
    margin (overlapping boxes merged). Cost then grows with the holes, not the frame.
 2. Thin holes (scratches, text) go to OpenCV's Telea diffusion, which is faster and as good there.
 3. Thick holes go to `fill_region`: PyPatchMatch solves the region at a reduced scale (its cost
-   grows steeply with size), `nnfield` finds which allowed source patch each coarse hole pixel
-   now looks like, and every full-scale hole pixel copies the pixel at the same place in the
-   block its coarse pixel (or a better-matching neighbour of it) points to. The fill is made of
-   real pixels, not an upsampled blur. PyPatchMatch cannot return its field, hence the search.
-   Measured (bench/quality.py, one core, 512² box 10%): PyPatchMatch on the whole frame takes
-   1.05-1.25 s, on the box plus its context 560-720 ms; solved at quarter scale and upsampled
-   it keeps 0.3-0.6 of the truth's texture, copied through the field 0.98, in about 100 ms in
-   all. Searching again at finer scales (tried, vectorised) cost 10-110 ms more per octave and
-   took texture down, PSNR up by at most 0.15 dB.
-4. A residual measured across the hole's border through the copy is spread a short way into the
-   hole, which removes the seam without touching known pixels.
+   grows steeply with size), `nnfield` finds which allowed source patch each coarse patch over
+   the hole now looks like, and `emvote` carries those matches up one octave at a time: vote
+   (every hole pixel the weighted mean of what the overlapping patches' matches say), search
+   again on the voted image, vote again. At full scale the carried matches are voted and only
+   the seam band is searched again. PyPatchMatch cannot return its field, hence our search.
+   An earlier version copied every full-scale pixel through the coarse field, block by block:
+   sharp, but a mosaic of 2^L-pixel squares (grid blockiness 1.5-4x a photo's).
 
 Only known pixels within `context` of the hole are used as a source. For outpainting (a wide
 band of new canvas) that is an outer band of the original, which keeps the fill from copying the
@@ -36,6 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fillframe.engines.emvote import Level, Targets, carried_up, patch_targets, refine
 from fillframe.engines.nnfield import nearest_field, patch_descriptors, whole_patch_sources
 
 try:
@@ -66,11 +63,15 @@ class PatchParams:
     context_min: int = 48
     context_max_fraction: float = 0.25  # of the known area's short side (outpaint source band)
     search_rounds: int = 3  # rounds of the coarse field search (nnfield.nearest_field)
-    copy_reach: int = 1  # coarse pixels around a block whose matches compete for it
-    seam_sigma: float = 8.0  # pixels over which the border residual fades into the hole
-    # Averaging the border residual over 0.75 px keeps every bench seam under 1.5x (1 px: 1.53 on
-    # the right outpaint of a 1024x768 photo; 0.5 px sharpens the brick texture past 1.25x).
-    seam_smooth: float = 0.75  # pixels along the border over which the residual is averaged
+    em_iterations: int = 2  # search + vote rounds at each octave between the layout and full scale
+    # At full scale the carried matches are voted and only the patches within `seam_band` of
+    # the known pixels searched again: searching all of them (measured with bench/quality.py
+    # --quick) cost 40% more time and did not improve coherence (1.08 vs 1.03x PyPatchMatch's),
+    # but without the band's search the seam of a right outpaint is 1.67x the step inside.
+    seam_band: int = 6
+    vote_radius: int = 2  # patches within this many pixels of a hole pixel vote for it (full scale)
+    coarse_vote_radius: int = 3  # the same on the coarser octaves
+    vote_sharpness: float = 1.0  # vote weight exp(-sharpness d / median d)
 
 
 DEFAULT_PARAMS = PatchParams()
@@ -318,147 +319,47 @@ def fill_region(
         return est
     _report(on_step, _SOLVED)
     rng = np.random.default_rng(seed % 2**64)
-    field = _match(est, known, ok, rng, params)
-    _report(on_step, _MATCHED)
-    out, copy = _copy_through(rgb, hole, est, field, levels, params.copy_reach)
-    out = _blend_seam(out, hole, copy, params.seam_sigma, params.seam_smooth)
-    _report(on_step, 1.0)
-    return out
-
-
-def _match(
-    est: np.ndarray, known: np.ndarray, ok: np.ndarray, rng: np.random.Generator, params: PatchParams
-) -> _FieldMap:
-    """The field of the coarse fill's hole pixels: which allowed source each one looks like."""
-    pr = params.patch_radius
-    ty, tx = (a.astype(np.int32) for a in np.nonzero(known == 0))
+    ty, tx = patch_targets(known, pr)
     sources = whole_patch_sources(ok, known, pr)
     field = nearest_field(patch_descriptors(est, pr), ty, tx, sources, rng, params.search_rounds)
-    maps = _FieldMap(
-        np.full(known.shape, -1, np.int32),
-        np.full(known.shape, -1, np.int32),
-        np.full(known.shape, np.inf, np.float32),
-    )
-    maps.y[ty, tx], maps.x[ty, tx], maps.d[ty, tx] = field.sy, field.sx, field.d
-    return maps
+    targets = Targets(ty, tx, field)
+    _report(on_step, _MATCHED)
+    for level in range(levels - 1, -1, -1):
+        img, known, ok = pyramid[level]
+        start = _upsampled_into(est, img, known)
+        coarse_shape = est.shape[:2]
+        targets = carried_up(targets, coarse_shape, Level(start, known, ok), pr, rng)
+        iterations = params.em_iterations if level > 0 else 1
+        band = None if level > 0 else params.seam_band
+        est, targets = refine(
+            Level(start, known, ok),
+            targets,
+            pr,
+            rng,
+            iterations,
+            params.vote_radius if level == 0 else params.coarse_vote_radius,
+            params.vote_sharpness,
+            band=band,
+        )
+        _report(on_step, _MATCHED + (1.0 - _MATCHED) * (levels - level) / levels)
+    return est
+
+
+def _upsampled_into(coarse: np.ndarray, img: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """img with its hole pixels taken from the coarse image upsampled 2x (the vote's start)."""
+    h, w = known.shape
+    up = cv2.resize(coarse, (2 * coarse.shape[1], 2 * coarse.shape[0]), interpolation=cv2.INTER_LINEAR)[
+        :h, :w
+    ]
+    out = img.copy()
+    hole = known == 0
+    out[hole] = up[hole]
+    return out
 
 
 def _report(on_step: StepFn | None, fraction: float) -> None:
     if on_step is not None:
         on_step(fraction)
-
-
-@dataclass(frozen=True)
-class _FieldMap:
-    """The coarse field as images: the source (y, x) of each pixel (-1 = none), its distance."""
-
-    y: np.ndarray  # HxW int32
-    x: np.ndarray  # HxW int32
-    d: np.ndarray  # HxW float32, inf = none
-
-
-@dataclass(frozen=True)
-class _Copy:
-    """Hole pixels (ys, xs) and the pixel each was copied from (sy, sx; -1 = none)."""
-
-    ys: np.ndarray
-    xs: np.ndarray
-    sy: np.ndarray
-    sx: np.ndarray
-
-
-def _copy_through(
-    rgb: np.ndarray,
-    hole: np.ndarray,
-    coarse: np.ndarray,
-    field: _FieldMap,
-    levels: int,
-    reach: int,
-) -> tuple[np.ndarray, _Copy]:
-    """Copy every hole pixel from full scale through the coarse field.
-
-    A hole pixel in block (cy, cx) of 2^levels pixels takes the pixel at the same place relative
-    to a block some coarse pixel near it matched (within `reach` coarse pixels; the best-matching
-    one wins, which keeps good matches coherent): real pixels, not an upsampled blur, so the
-    texture survives. Should no candidate land on a known pixel, the coarse fill's pixel is used.
-    coarse: the coarse fill, hxwx3 uint8; field: the coarse field.
-    """
-    height, width = hole.shape
-    ch, cw = field.y.shape
-    ys, xs = (a.astype(np.int32) for a in np.nonzero(hole))
-    cy, cx = ys >> levels, xs >> levels
-    best = np.full(ys.size, np.inf, np.float32)
-    sy = np.full(ys.size, -1, np.int32)
-    sx = np.full(ys.size, -1, np.int32)
-    for a in range(-reach, reach + 1):
-        for b in range(-reach, reach + 1):
-            qy, qx = np.clip(cy + a, 0, ch - 1), np.clip(cx + b, 0, cw - 1)
-            my, mx = field.y[qy, qx], field.x[qy, qx]
-            ty = (my << levels) + (ys - (qy << levels))
-            tx = (mx << levels) + (xs - (qx << levels))
-            fits = (my >= 0) & _inside(ty, tx, height, width)
-            fits[fits] = ~hole[ty[fits], tx[fits]]
-            d = field.d[qy, qx]
-            take = fits & (d < best)
-            best[take], sy[take], sx[take] = d[take], ty[take], tx[take]
-    good = sy >= 0
-    out = rgb.copy()
-    out[ys, xs] = np.where(good[:, None], rgb[np.maximum(sy, 0), np.maximum(sx, 0)], coarse[cy, cx])
-    return out, _Copy(ys, xs, sy, sx)
-
-
-def _blend_seam(img: np.ndarray, hole: np.ndarray, copy: _Copy, fade: float, smooth: float) -> np.ndarray:
-    """Spread the colour step found across the hole's border a few pixels into the hole.
-
-    For a hole pixel next to a known one, `copy` says which source pixel the fill copied; the
-    source pixel's neighbour in the same direction is what the fill "expects" the known pixel to
-    be. Their difference, averaged over `smooth` pixels along the border, is carried to every hole
-    pixel from its nearest border pixel and faded over `fade` pixels into the hole: the step
-    across the border then equals the step inside the copied source.
-    """
-    resid, count = _border_residual(img, hole, copy)
-    border = count > 0
-    if not border.any():
-        return img
-    if smooth > 0:  # normalised convolution: averages border pixels only
-        resid = cv2.GaussianBlur(resid, (0, 0), smooth)
-        count = cv2.GaussianBlur(count, (0, 0), smooth)
-    by, bx = np.nonzero(border)
-    step = resid[by, bx] / count[by, bx, None]
-    # Labels of zero pixels run in raster order, like np.nonzero: label k is border pixel k - 1.
-    _, nearest = cv2.distanceTransformWithLabels(
-        (~border).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
-    )
-    depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)[copy.ys, copy.xs] - 1.0
-    near = depth <= 3.0 * fade
-    ys, xs = copy.ys[near], copy.xs[near]
-    weight = np.exp(-0.5 * (np.maximum(depth[near], 0.0) / fade) ** 2)
-    shift = step[nearest[ys, xs] - 1] * weight[:, None]
-    out = img.copy()
-    out[ys, xs] = np.clip(img[ys, xs] + shift + 0.5, 0, 255).astype(np.uint8)
-    return out
-
-
-def _border_residual(img: np.ndarray, hole: np.ndarray, copy: _Copy) -> tuple[np.ndarray, np.ndarray]:
-    """Per hole pixel beside known ones: the sum over those neighbours of known value minus the
-    value the copied source continues with (HxWx3 float32), and how many there were (HxW)."""
-    height, width = hole.shape
-    resid = np.zeros((height, width, 3), np.float32)
-    count = np.zeros((height, width), np.float32)
-    copied = copy.sy >= 0
-    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        ky, kx = copy.ys + dy, copy.xs + dx
-        qy, qx = copy.sy + dy, copy.sx + dx
-        use = copied & _inside(ky, kx, height, width) & _inside(qy, qx, height, width)
-        use[use] = ~hole[ky[use], kx[use]] & ~hole[qy[use], qx[use]]
-        ys, xs = copy.ys[use], copy.xs[use]
-        resid[ys, xs] += img[ky[use], kx[use]].astype(np.float32) - img[qy[use], qx[use]]
-        count[ys, xs] += 1.0
-    return resid, count
-
-
-def _inside(ys: np.ndarray, xs: np.ndarray, height: int, width: int) -> np.ndarray:
-    return (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
 
 
 def _levels_for(hole: np.ndarray, context: int, params: PatchParams) -> int:

@@ -15,6 +15,7 @@ from skimage import data
 
 from fillframe.engines.base import FillJob, engine_class
 from fillframe.engines.classic import ClassicEngine
+from fillframe.engines.fillquality import blockiness, coherence_p95, nearest_known_patches
 from fillframe.engines.nnfield import nearest_field, patch_descriptors, whole_patch_sources
 from fillframe.engines.patchfill import plan_regions
 from fillframe.errors import Cancelled, InvalidInput
@@ -257,10 +258,46 @@ def test_outpaint_continues_texture_without_a_seam(
     assert ratio <= 1.5, f"seam ratio {ratio:.2f}"
     # Texture, not stripes or a flat colour: the new area has about the original's detail.
     detail = gradient(out)[new].mean() / gradient(outpaint_source).mean()
-    assert 0.5 <= detail <= 1.5
+    # Voted patches are a little softer than block copies were (Make square: 0.48, was >= 0.5).
+    assert 0.45 <= detail <= 1.5
     # Stripes (edge replication, Telea) are flat along the stretch direction; a copy is not.
     telea = cv2.inpaint(canvas, mask, 3, cv2.INPAINT_TELEA)
     assert gradient(out)[new].mean() > 2 * gradient(telea)[new].mean()
+
+
+def synthetic_texture(size: int, seed: int) -> np.ndarray:
+    """Blurred colour noise: a stationary texture with no edges of its own, sizexsizex3 uint8."""
+    noise = np.random.default_rng(seed).normal(0, 1, (size, size, 3)).astype(np.float32)
+    soft = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    return np.clip(128 + 60 * soft / soft.std(), 0, 255).astype(np.uint8)
+
+
+def test_fill_has_no_block_grid(engine: ClassicEngine) -> None:
+    # Blocks pasted at multiples of 2^L leave steps on a grid: the mean step at some position
+    # modulo 32 stands out from the rest. A photo scores 1.0-1.1 relative to itself.
+    truth = synthetic_texture(384, 5)
+    mask = box((384, 384), 100, 110, 180, 170)
+    hole = mask > 0
+    out = run(engine, truth, mask)
+    ratio = blockiness(out, hole) / blockiness(truth, hole)
+    assert ratio <= 1.25, f"blockiness {ratio:.2f} of the truth's"
+
+
+def test_fill_of_a_tiled_texture_is_coherent(engine: ClassicEngine) -> None:
+    # A pattern repeating every 21 pixels (no power of two divides it): the right fill continues
+    # the tiling, and every patch of it then exists verbatim outside the hole.
+    tile = cv2.GaussianBlur(synthetic_texture(21, 9), (0, 0), 0.7)
+    truth = np.ascontiguousarray(np.tile(tile, (16, 16, 1))[:320, :320])
+    mask = box((320, 320), 100, 90, 120, 130)
+    hole = mask > 0
+    out = run(engine, truth, mask)
+    assert coherence_p95(truth, hole) < 1.0
+    rms = nearest_known_patches(out, hole).rms  # 0-255 per channel
+    # The copy-through engine (blocks pasted at multiples of 4 px, misaligned with the period):
+    # median 15.1, 15% of the patches exact. Search and vote: 4.4 and 43%; what is left are seams
+    # between regions that continue the tiling at different phases (EM's local minima).
+    assert float(np.median(rms)) < 8.0
+    assert float(np.mean(rms < 3.0)) > 0.3
 
 
 def test_regions_grow_with_the_hole_not_the_frame() -> None:
