@@ -98,8 +98,8 @@ def whole_patch_sources(ok: np.ndarray, known: np.ndarray, radius: int) -> np.nd
         borderType=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    sources = (ok != 0) & (whole != 0)
-    return sources if sources.any() else ok != 0
+    sources: np.ndarray = (ok != 0) & (whole != 0)
+    return sources if sources.any() else np.asarray(ok != 0)
 
 
 def nearest_field(
@@ -173,7 +173,8 @@ def improve_field(
 
 def _distance(want: np.ndarray, flat: np.ndarray, index: np.ndarray) -> np.ndarray:
     diff = flat[index] - want
-    return np.einsum("ij,ij->i", diff, diff)
+    squared: np.ndarray = np.einsum("ij,ij->i", diff, diff)
+    return squared
 
 
 def _propagate(

@@ -113,7 +113,8 @@ def plan_regions(mask: np.ndarray, params: PatchParams = DEFAULT_PARAMS) -> list
     if bw == 0 or bh == 0:
         return []
     height, width = mask.shape
-    _, _, kw, kh = cv2.boundingRect(cv2.compare(mask, 0, cv2.CMP_EQ))
+    # OpenCV's stubs lack compare()'s scalar form, which it has.
+    _, _, kw, kh = cv2.boundingRect(cv2.compare(mask, 0, cv2.CMP_EQ))  # type: ignore[call-overload]
     context_cap = max(params.context_min, int(params.context_max_fraction * min(kw, kh)))
 
     sub = (mask[by : by + bh, bx : bx + bw] > 0).astype(np.uint8)
@@ -407,7 +408,7 @@ def _down_all(flags: np.ndarray) -> np.ndarray:
     """A coarse pixel is set only when all of its (edge-replicated) fine pixels are."""
     h, w = flags.shape
     padded = np.pad(flags, ((0, h % 2), (0, w % 2)), mode="edge")
-    return padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).all(axis=(1, 3))
+    return np.asarray(padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).all(axis=(1, 3)))
 
 
 def _solve_layout(rgb: np.ndarray, known: np.ndarray, ok: np.ndarray, pr: int) -> np.ndarray:
