@@ -35,13 +35,9 @@ from fillframe.accounts import Caller
 from fillframe.clock import FakeClock
 from fillframe.db import (
     Database,
-    accounts,
-    api_keys,
     credit_ledger,
-    files,
-    idempotency_keys,
     jobs,
-    rate_windows,
+    metadata,
     webhook_deliveries,
 )
 from fillframe.jobs import queue, retention, service, states
@@ -260,16 +256,8 @@ def _machine(url: str, blobs: Path) -> type[RuleBasedStateMachine]:
         def teardown(self) -> None:
             async def wipe() -> None:
                 async with self.db.write() as conn:
-                    for table in (
-                        webhook_deliveries,
-                        files,
-                        credit_ledger,
-                        jobs,
-                        idempotency_keys,
-                        rate_windows,
-                        api_keys,
-                        accounts,
-                    ):
+                    # Every table, those that point at others first: the next example starts empty.
+                    for table in reversed(metadata.sorted_tables):
                         await conn.execute(table.delete())
                 await self.db.close()
 
