@@ -418,14 +418,18 @@ class Worker:
             await asyncio.wait(list(self._carried))
 
     def _carry(self, row: dict[str, Any], stop: asyncio.Event) -> None:
-        task = asyncio.create_task(self._carry_one(row, stop))
+        # Held from this moment, before its task first runs: the next `has_room` must count it.
+        # (A SQLite claim runs inline and never yields, so the loop could otherwise claim the
+        # whole queue before any task had registered its job.)
+        state = self._hold(row["id"])
+        task = asyncio.create_task(self._carry_one(row, stop, state))
         self._carried.add(task)
         task.add_done_callback(self._carried.discard)
 
-    async def _carry_one(self, row: dict[str, Any], stop: asyncio.Event) -> None:
+    async def _carry_one(self, row: dict[str, Any], stop: asyncio.Event, state: RunState) -> None:
         token = logs.job_id.set(row["id"])
         try:
-            next_job = await self.run_job(row, claim_next=not stop.is_set())
+            next_job = await self.run_job(row, claim_next=not stop.is_set(), state=state)
         except Exception:
             # The job keeps its lease and is retried after it runs out; the worker lives on.
             log.exception("job %s could not be finished", row["id"])
@@ -498,18 +502,26 @@ class Worker:
             except Exception:
                 log.exception("heartbeat for job %s failed", job_id)
 
-    async def run_job(self, row: dict[str, Any], *, claim_next: bool = False) -> dict[str, Any] | None:
-        """Run a claimed job to its end. With `claim_next`, returns the worker's next job when the
-        statement that ended this one could claim it too (PostgreSQL) and there is room, else None."""
-        await self.start()
-        job_id = row["id"]
+    def _hold(self, job_id: str) -> RunState:
+        """Count a claimed job as held by this worker (in claim order)."""
         state = RunState(seq=next(self._claims))
         self.running[job_id] = state
         self._poke()
-        done = asyncio.Event()
-        progress_hook = await self._progress_hook(row)
-        watcher = asyncio.create_task(self._watch(job_id, state, done, progress_hook))
+        return state
+
+    async def run_job(
+        self, row: dict[str, Any], *, claim_next: bool = False, state: RunState | None = None
+    ) -> dict[str, Any] | None:
+        """Run a claimed job to its end (`state`: as `_hold` made it when the job was claimed).
+        With `claim_next`, returns the worker's next job when the statement that ended this one
+        could claim it too (PostgreSQL) and there is room, else None."""
+        job_id = row["id"]
+        state = state or self._hold(job_id)
         try:
+            await self.start()
+            done = asyncio.Event()
+            progress_hook = await self._progress_hook(row)
+            watcher = asyncio.create_task(self._watch(job_id, state, done, progress_hook))
             try:
                 outcome = await self._execute(row, state)
             finally:

@@ -231,3 +231,46 @@ async def _slow_and_fast(settings: Settings, base: str) -> list[dict]:
         return [by_id[i] for i in ids]
     finally:
         await db.close()
+
+
+def test_a_worker_holds_no_more_jobs_than_its_pipeline_has_room_for(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a backlog, a worker claims only what it can prepare: the rest stay QUEUED for other
+    workers and for the fair claim. (A SQLite claim never yields to the event loop, so a job must
+    count as held from its claim on, not from when its task first runs.)"""
+    monkeypatch.setenv("FILLFRAME_TEST_SLEEP", "0.3")
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=database_url, poll_seconds=0.05, webhook_concurrency=0
+    )
+    held = asyncio.run(_most_held(settings, backlog=30))
+    assert 1 <= held <= 2  # the job filling and the one prepared beside it (one engine slot)
+
+
+async def _most_held(settings: Settings, backlog: int) -> int:
+    """The most jobs PROCESSING at once while one worker drains part of `backlog` jobs."""
+    db = Database(settings.db_url)
+    try:
+        key, _ = await create_key(db, "backlog")
+        caller = await authenticate(db, key)
+        req = EditRequest.model_validate(edit_body(IMAGE, MASK))
+        for _ in range(backlog):
+            await service.submit(db, caller, req, cost=0, max_attempts=1)
+        worker = Worker(settings, db, BlobStore(settings), SleepEngine(settings))
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        most = 0
+        try:
+            for _ in range(40):  # about three engine runs
+                async with db.read() as conn:
+                    count = await conn.scalar(
+                        sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == "PROCESSING")
+                    )
+                most = max(most, int(count or 0))
+                await asyncio.sleep(0.025)
+        finally:
+            stop.set()
+            await running
+        return most
+    finally:
+        await db.close()
