@@ -285,18 +285,24 @@ async def cancel_requested(db: Database, job_id: str) -> bool:
         return bool(await conn.scalar(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)))
 
 
+def _requeue(*which: sa.ColumnElement[bool]) -> sa.Update:
+    """A PROCESSING job (`which`) back in the queue while it has attempts left and no cancel was
+    asked for, this attempt counted."""
+    return states.update(
+        states.REQUEUE,
+        *which,
+        jobs.c.attempts < jobs.c.max_attempts,
+        jobs.c.cancel_requested.is_(False),
+        to=states.QUEUED,
+        worker_id=None,
+        lease_expires_at=None,
+        run_after=sa.bindparam("now", type_=UTCDateTime()),
+        progress=0,
+    )
+
+
 _LAPSED = jobs.c.lease_expires_at < sa.bindparam("now", type_=UTCDateTime())
-_REQUEUE = states.update(
-    states.REQUEUE,
-    _LAPSED,
-    jobs.c.attempts < jobs.c.max_attempts,
-    jobs.c.cancel_requested.is_(False),
-    to=states.QUEUED,
-    worker_id=None,
-    lease_expires_at=None,
-    run_after=sa.bindparam("now", type_=UTCDateTime()),
-    progress=0,
-)
+_REQUEUE = _requeue(_LAPSED)
 _LAPSED_LEFT = sa.select(jobs.c.id).where(jobs.c.status == states.PROCESSING, _LAPSED)
 
 
@@ -333,17 +339,8 @@ async def release(db: Database, job_id: str, worker_id: str, *, clock: Clock = S
     return False
 
 
-_REQUEUE_CRASHED = states.update(
-    states.REQUEUE,
-    jobs.c.id == sa.bindparam("job_id"),
-    jobs.c.worker_id == sa.bindparam("b_worker_id"),
-    jobs.c.attempts < jobs.c.max_attempts,
-    jobs.c.cancel_requested.is_(False),
-    to=states.QUEUED,
-    worker_id=None,
-    lease_expires_at=None,
-    run_after=sa.bindparam("now", type_=UTCDateTime()),
-    progress=0,
+_REQUEUE_CRASHED = _requeue(
+    jobs.c.id == sa.bindparam("job_id"), jobs.c.worker_id == sa.bindparam("b_worker_id")
 ).returning(jobs.c.id)
 
 
