@@ -88,6 +88,9 @@ def test_list_get_cancel(ff: Fillframe, files: Files) -> None:
     rest = ff.jobs.list(limit=2, cursor=page.next_cursor)
     assert rest.jobs[0].id == ids[0]
     assert ids[2] in [j.id for j in ff.jobs.list(status="CANCELLED", limit=100).jobs]
+    found = ff.jobs.list(search=ids[1], include_models=True)
+    assert [j.id for j in found.jobs] == [ids[1]] and found.models == ["flux-fill-pro"]
+    assert ids[0] in [j.id for j in ff.jobs.list(scope="team", limit=100).jobs]  # an OWNER's key
     assert ff.jobs.wait(ids[0], timeout=60).status == "COMPLETED"
     with pytest.raises(ConflictError) as info:
         ff.jobs.cancel(ids[0])

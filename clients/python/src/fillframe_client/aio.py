@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Self, TypeVar, Unpack
+from typing import Literal, Self, TypeVar, Unpack
 
 import httpx
 
@@ -113,8 +113,17 @@ class AsyncJobs:
         limit: int = 20,
         cursor: str | None = None,
         model: str | None = None,
+        scope: Literal["user", "team"] | None = None,
+        search: str | None = None,
+        include_models: bool = False,
     ) -> JobList:
-        return await self._client._run(flows.list_jobs_flow(self._client.retry, status, limit, cursor, model))
+        """A page of jobs, newest first. `scope="team"`: every job of the team (OWNER and ADMIN
+        keys; the server's default is the caller's own); `search`: one job id; `include_models`:
+        the page also lists the model ids present (`JobList.models`)."""
+        flow = flows.list_jobs_flow(
+            self._client.retry, status, limit, cursor, model, scope, search, include_models
+        )
+        return await self._client._run(flow)
 
     async def cancel(self, job_id: str) -> Job:
         return await self._client._run(flows.cancel_flow(job_id, self._client.retry))

@@ -108,9 +108,24 @@ def get_job_flow(job_id: str, policy: RetryPolicy) -> Flow[Job]:
 
 
 def list_jobs_flow(
-    policy: RetryPolicy, status: str | None, limit: int, cursor: str | None, model: str | None
+    policy: RetryPolicy,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    model: str | None,
+    scope: str | None = None,
+    search: str | None = None,
+    include_models: bool = False,
 ) -> Flow[JobList]:
-    query = {"status": status, "limit": limit, "cursor": cursor, "model": model}
+    query = {
+        "status": status,
+        "limit": limit,
+        "cursor": cursor,
+        "model": model,
+        "scope": scope,
+        "search": search,
+        "include_models": "true" if include_models else None,
+    }
     data = yield from json_flow(Send("GET", "/v2/jobs", params={k: v for k, v in query.items() if v}), policy)
     return JobList.from_json(data)
 

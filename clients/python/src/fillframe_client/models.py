@@ -69,11 +69,15 @@ class JobList:
     jobs: list[Job]
     next_cursor: str | None
     has_more: bool
+    models: list[str] | None = None  # the model ids present, with `include_models=True`
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobList:
         return cls(
-            [Job.from_json(j) for j in data["jobs"]], data.get("nextCursor"), bool(data.get("hasMore"))
+            [Job.from_json(j) for j in data["jobs"]],
+            data.get("nextCursor"),
+            bool(data.get("hasMore")),
+            data.get("models"),
         )
 
 
