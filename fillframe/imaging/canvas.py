@@ -33,7 +33,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from fillframe.contract import OUTPAINT_PRESETS
@@ -200,6 +199,10 @@ def build_canvas(rgb: np.ndarray, plan: CanvasPlan) -> tuple[np.ndarray, np.ndar
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"Expected an HxWx3 uint8 image, got {rgb.shape} {rgb.dtype}.")
+    # OpenCV only here, when a canvas is built: an API process (and an idle worker) imports this
+    # module for the plan alone and should not map OpenCV (about 25 MB).
+    import cv2
+
     iw, ih = plan.image_width, plan.image_height
     image = np.ascontiguousarray(rgb)
     if (image.shape[1], image.shape[0]) != (iw, ih):

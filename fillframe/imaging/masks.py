@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from fillframe.errors import InvalidInput
@@ -48,5 +47,8 @@ def dilate(mask: np.ndarray, px: int) -> np.ndarray:
     """
     if px <= 0:
         return mask.copy()
+    # OpenCV here only: the API process checks masks at submit and should not map OpenCV (~25 MB).
+    import cv2
+
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
     return cv2.dilate(mask, kernel)
