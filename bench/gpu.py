@@ -56,7 +56,7 @@ import numpy as np
 
 from fillframe.engines.base import FillJob
 from fillframe.engines.flux import FluxEngine, fp8_quant_type
-from fillframe.settings import Settings
+from fillframe.settings import FluxSettings
 
 CACHE_THRESHOLD = 0.08
 LADDER: dict[str, dict[str, Any]] = {
@@ -214,7 +214,7 @@ def make_engine(args: argparse.Namespace, flags: dict[str, Any], device: str, sc
     import torch
 
     dtype_name = "bfloat16" if device.startswith("cuda") else "float32"
-    settings = Settings(flux_model=args.model, flux_device=device, flux_dtype=dtype_name, **flags)
+    settings = FluxSettings(flux_model=args.model, flux_device=device, flux_dtype=dtype_name, **flags)
     engine = FluxEngine(settings)
     if args.model is not None:
         engine.load()

@@ -92,7 +92,7 @@ async def webhook_scenario(
     settings = Settings(data_dir=tmp, database_url=url, allow_private_urls=True, **limits)
     a = await authenticate(db, (await create_key(db, "tenant-a"))[0])
     b = await authenticate(db, (await create_key(db, "tenant-b"))[0])
-    deliverer = deliver.Deliverer(db, settings)
+    deliverer = deliver.Deliverer(db, settings.webhooks)
     stop = asyncio.Event()
     running = asyncio.create_task(deliverer.run(stop))
     with Receiver() as healthy:
@@ -102,7 +102,11 @@ async def webhook_scenario(
                 await queue_webhook(db, a, targets[i % len(targets)].url(f"/a{i}"))
             deliverer.wake()
             # Until A holds every slot it can: its host's cap at each receiver (they never answer).
-            each = min(settings.webhook_per_host, settings.webhook_concurrency, hanging // len(targets))
+            each = min(
+                settings.webhooks.webhook_per_host,
+                settings.webhooks.webhook_concurrency,
+                hanging // len(targets),
+            )
             for rx in targets:
                 await asyncio.to_thread(rx.wait_for, each)
         delays = await b_delays(db, deliverer, b, healthy, samples)

@@ -42,9 +42,10 @@ def load_settings() -> Settings:
 def check_data_dir(settings: Settings) -> None:
     """Stop with one line, not a traceback, when the data folder is needed but cannot be written
     (a read-only volume, a folder owned by another user)."""
-    if settings.database_url and settings.storage_url and settings.secret:
+    # With PostgreSQL the link secret, unless given, is kept in the database.
+    if settings.database.is_shared and settings.storage.storage_url:
         return  # nothing is kept locally
-    path = settings.data_dir
+    path = settings.database.data_dir
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
@@ -59,7 +60,7 @@ def migrate_db(settings: Settings) -> None:
     from fillframe.migrations import upgrade
 
     check_data_dir(settings)
-    upgrade(settings.db_url)
+    upgrade(settings.database.url)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -71,7 +72,7 @@ def load_and_log() -> Settings:
     from fillframe import logs
 
     settings = load_settings()
-    logs.setup(settings.log_level, settings.log_format)
+    logs.setup(settings.logging.log_level, settings.logging.log_format)
     return settings
 
 
@@ -101,7 +102,7 @@ def serve(host: str, port: int, no_worker: bool) -> None:
         port=port,
         log_level="warning",
         http=JsonErrorsProtocol,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        timeout_graceful_shutdown=int(settings.worker.shutdown_grace_seconds) + 5,
     )
     server = uvicorn.Server(config)
     app.state.stop_server = lambda: setattr(server, "should_exit", True)
@@ -116,8 +117,8 @@ async def _run_worker(settings: Settings) -> None:
     from fillframe.jobs.worker import Worker, stop_gracefully
     from fillframe.storage import BlobStore
 
-    db = Database(settings.db_url)
-    worker = Worker(settings, db, BlobStore(settings))
+    db = Database(settings.database.url)
+    worker = Worker(settings, db, BlobStore(settings.storage))
     try:
         await worker.start()  # the engine loads in the worker's child process
     except RuntimeError as exc:
@@ -131,7 +132,7 @@ async def _run_worker(settings: Settings) -> None:
     logging.getLogger("fillframe.worker").info("worker %s running engine %s", worker.id, worker.engine_name)
     await asyncio.wait([task, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     stop.set()
-    await stop_gracefully(worker, task, settings.shutdown_grace_seconds)
+    await stop_gracefully(worker, task, settings.worker.shutdown_grace_seconds)
     await db.close()
     failure = task.exception() if task.done() and not task.cancelled() else None
     if failure is not None:
@@ -143,12 +144,12 @@ def worker() -> None:
     """Run workers only (scale-out): claim jobs from the shared database and fill them."""
     settings = load_and_log()
     migrate_db(settings)
-    if settings.worker_metrics_port:
+    if settings.worker.worker_metrics_port:
         from prometheus_client import start_http_server
 
         from fillframe.metrics import REGISTRY
 
-        start_http_server(settings.worker_metrics_port, registry=REGISTRY)
+        start_http_server(settings.worker.worker_metrics_port, registry=REGISTRY)
     run(_run_worker(settings))
 
 
@@ -173,7 +174,7 @@ def with_db(fn: Callable[[Database], Awaitable[T]]) -> T:
     migrate_db(settings)
 
     async def go() -> T:
-        db = Database(settings.db_url)
+        db = Database(settings.database.url)
         try:
             return await fn(db)
         finally:
@@ -495,12 +496,12 @@ def _edit_locally(
         engine = create_engine(settings)
         engine.load()
     except (RuntimeError, ValueError, ImportError) as exc:
-        raise click.ClickException(f"The {settings.engine} engine could not start: {exc}") from None
+        raise click.ClickException(f"The {settings.worker.engine} engine could not start: {exc}") from None
     with _progress_bar() as bar:
         task = bar.add_task(f"Filling ({engine.name}, local)", total=100)
         try:
             result = run_local(
-                request, engine, settings, seed=seed, progress=lambda p: bar.update(task, completed=p)
+                request, engine, settings.limits, seed=seed, progress=lambda p: bar.update(task, completed=p)
             )
         except FillError as exc:
             raise click.ClickException(exc.message) from None

@@ -226,6 +226,16 @@ webhook_deliveries = sa.Table(
     sa.Index("ix_webhook_due", "status", "next_attempt_at"),
 )
 
+# Secrets the installation makes for itself, written once by whichever process starts first
+# (fillframe/link_secret.py: the link-signing secret on PostgreSQL when FILLFRAME_SECRET is unset).
+service_secrets = sa.Table(
+    "service_secrets",
+    metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
 
 _Stmt = TypeVar("_Stmt")
 

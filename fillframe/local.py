@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from fillframe.contract import MAX_SEED, EditRequest
 from fillframe.engines.base import CancelledFn, Engine, ProgressFn
 from fillframe.jobs.worker import SourceLoader, network_loader, prepare, render
-from fillframe.settings import Settings
+from fillframe.settings import LimitSettings
 
 # Stands in for local paths while the request is validated: the contract only knows URLs.
 _PLACEHOLDER = "data:image/png;base64,AA=="
@@ -74,7 +74,7 @@ def validation_message(exc: ValidationError) -> str:
     return f"Invalid request: {path + ': ' if path else ''}{message}."
 
 
-def file_loader(settings: Settings) -> SourceLoader:
+def file_loader(settings: LimitSettings) -> SourceLoader:
     """Reads local paths from disk; URLs and data URIs go through the worker's guarded loader."""
     network = network_loader(settings)
 
@@ -89,7 +89,7 @@ def file_loader(settings: Settings) -> SourceLoader:
 def run_local(
     request: dict[str, Any],
     engine: Engine,
-    settings: Settings,
+    settings: LimitSettings,
     *,
     seed: int | None = None,
     progress: ProgressFn = lambda _percent: None,

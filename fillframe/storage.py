@@ -21,14 +21,14 @@ from obstore.store import LocalStore, from_url
 if TYPE_CHECKING:
     from obstore.store import S3Config
 
-from fillframe.settings import Settings
+from fillframe.settings import StorageSettings
 
 EXTENSION_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 # SigV4 presigned URLs live at most seven days.
 MAX_PRESIGN = timedelta(days=7)
 
 
-def _object_store(settings: Settings) -> Any:
+def _object_store(settings: StorageSettings) -> Any:
     if not settings.storage_url:
         settings.files_dir.mkdir(parents=True, exist_ok=True)
         return LocalStore(prefix=settings.files_dir.resolve(), mkdir=True)
@@ -40,7 +40,7 @@ def _object_store(settings: Settings) -> Any:
     if settings.s3_access_key_id:
         config["access_key_id"] = settings.s3_access_key_id
     if settings.s3_secret_access_key:
-        config["secret_access_key"] = settings.s3_secret_access_key
+        config["secret_access_key"] = settings.s3_secret_access_key.get_secret_value()
     allow_http = bool(settings.s3_endpoint and settings.s3_endpoint.startswith("http://"))
     return from_url(settings.storage_url, config=config or None, client_options={"allow_http": allow_http})
 
@@ -48,7 +48,7 @@ def _object_store(settings: Settings) -> Any:
 class BlobStore:
     """Bytes by key. One code path for every backend obstore supports."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StorageSettings) -> None:
         self._store = _object_store(settings)
         self.presigns = settings.file_urls == "presigned"
 

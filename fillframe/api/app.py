@@ -18,6 +18,7 @@ from fillframe.api.middleware import BodyLimit, RequestContext
 from fillframe.api.routes import account, admin, edit, files, health, jobs, uploads, web
 from fillframe.db import Database
 from fillframe.jobs.queue import Notifier, listen
+from fillframe.link_secret import link_secret
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore
 
@@ -70,7 +71,7 @@ async def _worker_running(app: FastAPI, settings: Settings, engine: Engine | Non
         yield
     finally:
         stop.set()
-        await stop_gracefully(worker, task, settings.shutdown_grace_seconds)
+        await stop_gracefully(worker, task, settings.worker.shutdown_grace_seconds)
         await worker.close()  # when it never got to run (its engine was still loading)
 
 
@@ -82,10 +83,10 @@ def create_app(settings: Settings, *, run_worker: bool = False, engine: Engine |
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.db = Database(settings.db_url)
-        app.state.store = BlobStore(settings)
+        app.state.db = Database(settings.database.url)
+        app.state.store = BlobStore(settings.storage)
         app.state.notifier = Notifier()
-        settings.signing_secret()  # create it now, not inside the first request
+        app.state.link_secret = await link_secret(app.state.db, settings.links)
         stop = asyncio.Event()
         listener = None
         if not app.state.db.is_sqlite and not run_worker:  # a worker listens for itself
@@ -107,21 +108,23 @@ def create_app(settings: Settings, *, run_worker: bool = False, engine: Engine |
         version=__version__,
         description="Inpaint and outpaint images through the Apiframe v2 dialect for `flux-fill-pro`.",
         lifespan=lifespan,
-        openapi_tags=[admin.TAG] if settings.admin_token else None,
+        openapi_tags=[admin.TAG] if settings.api.admin_token else None,
     )
     errors.install(app)
     openapi.install(app)
     for module in (edit, jobs, uploads, account, files, health, web):
         app.include_router(module.router)
-    if settings.admin_token:  # no token, no admin API: there is no default one
+    if settings.api.admin_token:  # no token, no admin API: there is no default one
         app.include_router(admin.router)
         app.include_router(admin.console)
     # An upload's multipart envelope (boundaries, part headers) is well under 64 KB.
-    upload_mb = settings.max_upload_bytes / (1024 * 1024)
+    upload_mb = settings.limits.max_upload_bytes / (1024 * 1024)
     upload_limit = (
-        settings.max_upload_bytes + 64 * 1024,
+        settings.limits.max_upload_bytes + 64 * 1024,
         f"The upload is larger than the {upload_mb:g} MB limit.",
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path={"/v2/uploads": upload_limit})
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.limits.max_body_bytes, per_path={"/v2/uploads": upload_limit}
+    )
     app.add_middleware(RequestContext)
     return app

@@ -35,16 +35,22 @@ async def get_store(request: Request) -> BlobStore:
 def public_base(request: Request) -> str:
     """Where links in responses point: PUBLIC_URL, else the host the caller used."""
     settings: Settings = request.app.state.settings
-    return (settings.public_url or str(request.base_url)).rstrip("/")
+    return (settings.links.public_url or str(request.base_url)).rstrip("/")
 
 
 async def base_url(request: Request) -> str:
     return public_base(request)
 
 
+async def get_link_secret(request: Request) -> bytes:
+    """The link-signing secret, read (or made) once at start-up (fillframe/link_secret.py)."""
+    secret: bytes = request.app.state.link_secret
+    return secret
+
+
 async def get_linker(request: Request) -> Linker:
     state = request.app.state
-    return Linker(state.store, state.settings.signing_secret(), public_base(request))
+    return Linker(state.store, state.link_secret, public_base(request))
 
 
 async def require_caller(
@@ -67,4 +73,5 @@ DbDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
 LinkerDep = Annotated[Linker, Depends(get_linker)]
+LinkSecretDep = Annotated[bytes, Depends(get_link_secret)]
 CallerDep = Annotated[Caller, Depends(require_caller)]

@@ -61,8 +61,10 @@ class Engine:
 
     name: ClassVar[str] = "base"
     uses_prompt: ClassVar[bool] = False
+    # The part of `Settings` the engine is built with (`"flux"`: `settings.flux`); None: nothing.
+    settings_part: ClassVar[str | None] = None
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Any = None) -> None:
         self.settings = settings
 
     def load(self) -> None:
@@ -95,4 +97,6 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def create_engine(settings: Settings) -> Engine:
-    return engine_class(settings.engine)(settings)
+    """The configured engine, given only its own part of the settings."""
+    cls = engine_class(settings.worker.engine)
+    return cls(getattr(settings, cls.settings_part) if cls.settings_part else None)

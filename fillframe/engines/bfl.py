@@ -56,7 +56,7 @@ from fillframe.imaging.decode import decode_image
 from fillframe.imaging.fetch import check_url, fetch_url
 
 if TYPE_CHECKING:
-    from fillframe.settings import Settings
+    from fillframe.settings import BflSettings
 
 FILL_PATH = "/v1/flux-pro-1.0-fill"
 MIN_STEPS = 15  # BFL refuses fewer
@@ -242,9 +242,11 @@ class BflEngine(Engine):
 
     name: ClassVar[str] = "bfl"
     uses_prompt: ClassVar[bool] = True
+    settings_part: ClassVar[str | None] = "bfl"
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(self, settings: BflSettings, clock: Clock | None = None) -> None:
         super().__init__(settings)
+        self.settings: BflSettings = settings
         self.clock: Clock = clock or RealClock()
 
     def load(self) -> None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
     from diffusers import FluxFillPipeline
 
-    from fillframe.settings import Settings
+    from fillframe.settings import FluxSettings
 
 # The Fill transformer sees noise latents (64) + masked-image latents (64) + packed mask (256).
 FILL_IN_CHANNELS = 384
@@ -327,9 +327,11 @@ class FluxEngine(Engine):
 
     name: ClassVar[str] = "flux"
     uses_prompt: ClassVar[bool] = True
+    settings_part: ClassVar[str | None] = "flux"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: FluxSettings) -> None:
         super().__init__(settings)
+        self.settings: FluxSettings = settings
         self.pipe: FluxFillPipeline | None = None
         self.device = "cpu"
         self.dtype_name = ""

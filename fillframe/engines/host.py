@@ -161,7 +161,7 @@ def child_main(settings: Settings, conn: multiprocessing.connection.Connection) 
     # Ctrl-C and SIGTERM reach the whole process group; the worker decides when its engine stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logs.setup(settings.log_level, settings.log_format)
+    logs.setup(settings.logging.log_level, settings.logging.log_format)
     try:
         engine = create_engine(settings)
         engine.load()
@@ -292,7 +292,7 @@ class EngineHost:
         self.memory_limit_bytes = memory_limit_bytes
         self.cancel_grace = cancel_grace
         self.on_restart = on_restart
-        self.name = settings.engine
+        self.name = settings.worker.engine
         self.pid: int | None = None
         self.ready_at = 0.0  # time.time() the current child became ready
         self.restarts = 0

@@ -37,7 +37,7 @@ import httpx
 from fillframe.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from fillframe.settings import Settings
+    from fillframe.settings import LimitSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -464,7 +464,7 @@ async def fetch_url(
         raise InvalidInput(f"Could not fetch {what}: {detail}.") from None
 
 
-async def load_source(value: str, settings: Settings, *, what: str = "image") -> bytes:
+async def load_source(value: str, settings: LimitSettings, *, what: str = "image") -> bytes:
     """The bytes behind a request's `image` or `mask` field: a data URI or an http(s) URL."""
     if value[:5].lower() == "data:":
         return parse_data_uri(value, settings.max_image_bytes, what=what)

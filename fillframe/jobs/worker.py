@@ -37,7 +37,8 @@ from fillframe.imaging.masks import check_same_size, check_something_to_fill
 from fillframe.jobs import queue, retention, service
 from fillframe.jobs.queue import Notifier
 from fillframe.jobs.service import Outcome, StoredFile
-from fillframe.settings import Settings
+from fillframe.link_secret import link_secret
+from fillframe.settings import LimitSettings, Settings
 from fillframe.storage import EXTENSION_TYPES, BlobStore, Linker, output_key
 from fillframe.webhooks import deliver
 
@@ -76,7 +77,7 @@ class RunState:
 SourceLoader = Callable[[str, str], Awaitable[bytes]]
 
 
-def network_loader(settings: Settings) -> SourceLoader:
+def network_loader(settings: LimitSettings) -> SourceLoader:
     """Sources from data URIs and http(s) URLs only (no uploads: nothing to read them from)."""
 
     async def load(value: str, what: str) -> bytes:
@@ -94,7 +95,9 @@ class Sources:
     mask: bytes | None  # None: outpaint, the mask is the preset's new area
 
 
-async def fetch_sources(row: dict[str, Any], settings: Settings, load: SourceLoader | None = None) -> Sources:
+async def fetch_sources(
+    row: dict[str, Any], settings: LimitSettings, load: SourceLoader | None = None
+) -> Sources:
     load = load or network_loader(settings)
     params = row["request"]["fluxFillParams"]
     if params.get("mode", "inpaint") == "outpaint":
@@ -120,7 +123,7 @@ async def _both(first: Awaitable[bytes], second: Awaitable[bytes]) -> tuple[byte
                 task.exception()  # a second failure is not logged as never retrieved
 
 
-def fill_job(sources: Sources, settings: Settings) -> FillJob:
+def fill_job(sources: Sources, settings: LimitSettings) -> FillJob:
     """Decode the inputs into the canvas and mask an engine fills (blocking)."""
     request = sources.row["request"]
     params = request["fluxFillParams"]
@@ -138,14 +141,14 @@ def fill_job(sources: Sources, settings: Settings) -> FillJob:
     )
 
 
-async def prepare(row: dict[str, Any], settings: Settings, load: SourceLoader | None = None) -> FillJob:
+async def prepare(row: dict[str, Any], settings: LimitSettings, load: SourceLoader | None = None) -> FillJob:
     """Fetch and decode the job's inputs into the canvas and mask an engine fills."""
     sources = await fetch_sources(row, settings, load)
     return await asyncio.to_thread(fill_job, sources, settings)
 
 
 def decode_inputs(
-    image_bytes: bytes, mask_bytes: bytes | None, outpaint: OutpaintSpec, settings: Settings
+    image_bytes: bytes, mask_bytes: bytes | None, outpaint: OutpaintSpec, settings: LimitSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """The canvas and mask from the fetched bytes: the image and its mask (inpaint), or the
     image placed on the preset's (or expand's) canvas with the new area as the mask (no mask bytes)."""
@@ -251,7 +254,7 @@ class Worker:
     last ones stored, while they do.
 
     By default each of `worker_concurrency` engine slots is an `EngineHost` child process running
-    `settings.engine`; given a loaded `engine`, the slots fill in threads of this process instead.
+    `settings.worker.engine`; given a loaded `engine`, the slots fill in threads of this process instead.
     """
 
     def __init__(
@@ -266,18 +269,18 @@ class Worker:
         self.db = db
         self.store = store
         self.engine = engine
-        self.engine_name = engine.name if engine is not None else settings.engine
+        self.engine_name = engine.name if engine is not None else settings.worker.engine
         # Given a notifier, the worker shares it with an API in its process, whose waiting
         # requests then need to hear of jobs other processes finish; a lone worker does not.
         self.notifier = notifier or Notifier()
         self.serves_api = notifier is not None
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[str, RunState] = {}
-        self.retention = timedelta(days=settings.retention_days)
-        self.fetches = asyncio.Semaphore(settings.max_concurrent_fetches)
-        # Result links in `completed` webhooks; without PUBLIC_URL, each job's submit host.
-        self.linker = Linker(store, settings.signing_secret(), settings.public_url or "")
-        self.deliverer = deliver.Deliverer(db, settings)
+        self.retention = timedelta(days=settings.worker.retention_days)
+        self.fetches = asyncio.Semaphore(settings.worker.max_concurrent_fetches)
+        # Result links in `completed` webhooks; made by `start` (the secret may be in the database).
+        self.linker: Linker
+        self.deliverer = deliver.Deliverer(db, settings.webhooks)
         self.runners: list[Runner] = []
         self._hosts: list[EngineHost] = []
         self._free: list[Runner] = []  # engine slots with no job
@@ -288,19 +291,22 @@ class Worker:
         self._carried: set[asyncio.Task[None]] = set()
         # Prepared ahead of the engines: one job per slot ready or fetching, at most this many
         # jobs held in all (running, ahead, slow to fetch, being stored).
-        self.ahead = settings.worker_concurrency
-        self.capacity = 2 * settings.worker_concurrency + settings.max_concurrent_fetches
+        self.ahead = settings.worker.worker_concurrency
+        self.capacity = 2 * settings.worker.worker_concurrency + settings.worker.max_concurrent_fetches
 
     async def start(self) -> None:
         """Load the engine in every slot (once; later calls return at once). Raises
         `EngineLoadFailed` (a RuntimeError) with the engine's own sentence when it cannot load."""
         if self.runners:
             return
+        # Without PUBLIC_URL, each job's submit host.
+        links = self.settings.links
+        self.linker = Linker(self.store, await link_secret(self.db, links), links.public_url or "")
         if self.engine is not None:
-            runners: list[Runner] = [InThread(self.engine)] * self.settings.worker_concurrency
+            runners: list[Runner] = [InThread(self.engine)] * self.settings.worker.worker_concurrency
         else:
             if not self._hosts:
-                self._hosts = [self._host(slot) for slot in range(self.settings.worker_concurrency)]
+                self._hosts = [self._host(slot) for slot in range(self.settings.worker.worker_concurrency)]
             started = await asyncio.gather(*(h.start() for h in self._hosts), return_exceptions=True)
             failures = [r for r in started if isinstance(r, BaseException)]
             if failures:
@@ -312,7 +318,7 @@ class Worker:
         self._free = list(runners)
 
     def _host(self, slot: int) -> EngineHost:
-        limit = self.settings.engine_memory_limit_mb
+        limit = self.settings.worker.engine_memory_limit_mb
         host = EngineHost(
             self.settings,
             memory_limit_bytes=int(limit * 2**20) if limit else None,
@@ -333,7 +339,7 @@ class Worker:
         loops until `stop` is set; then stop the engines."""
         await self.start()
         tasks = [asyncio.create_task(self._loop(stop)), asyncio.create_task(self._sweep(stop))]
-        if self.settings.webhook_concurrency:
+        if self.settings.webhooks.webhook_concurrency:
             tasks.append(asyncio.create_task(self.deliverer.run(stop)))
         if not self.db.is_sqlite:
             listener = queue.listen(self.db, self.notifier, stop, finished=self.serves_api)
@@ -354,7 +360,7 @@ class Worker:
         """After a claim found nothing: wait for news of a queued job, or for one of this worker's
         own jobs to end (that may bring its account back under its concurrency limit)."""
         waits = [
-            asyncio.ensure_future(self.notifier.wait(self.settings.poll_seconds)),
+            asyncio.ensure_future(self.notifier.wait(self.settings.worker.poll_seconds)),
             asyncio.ensure_future(stop.wait()),
         ]
         if self.running:
@@ -402,7 +408,7 @@ class Worker:
                 await self._wait_for_room(stop)
                 continue
             try:
-                row = await queue.claim(self.db, self.id, self.settings.lease_seconds)
+                row = await queue.claim(self.db, self.id, self.settings.worker.lease_seconds)
             except Exception:
                 log.exception("claim failed; retrying")
                 await asyncio.sleep(1.0)
@@ -451,7 +457,7 @@ class Worker:
             log.exception("job %s could not be handed back; it will be when its lease runs out", job_id)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
-        interval = max(0.5, min(10.0, self.settings.lease_seconds / 4))
+        interval = max(0.5, min(10.0, self.settings.worker.lease_seconds / 4))
         while not stop.is_set():
             try:
                 await retention.purge(self.db, self.store)
@@ -477,7 +483,7 @@ class Worker:
         Stops when `done` is set, never by task cancellation: cancelling a task in the middle of
         a database call can leave its transaction open and the database locked.
         """
-        lease = self.settings.lease_seconds
+        lease = self.settings.worker.lease_seconds
         renew_every = lease / 3
         last_renew = time.monotonic()
         last_progress = state.progress
@@ -559,7 +565,7 @@ class Worker:
             retention=self.retention,
             linker=self.linker,
             has_webhook=row["webhook_url"] is not None,
-            claim_lease=self.settings.lease_seconds if claim_next and self.has_room(state) else None,
+            claim_lease=self.settings.worker.lease_seconds if claim_next and self.has_room(state) else None,
         )
         if not finished.ended:
             await self._discard(outcome)
@@ -572,7 +578,7 @@ class Worker:
     async def _progress_hook(self, row: dict[str, Any]) -> deliver.ProgressSender | None:
         """Progress webhooks are best-effort: a failure to set them up never fails the job."""
         try:
-            return await deliver.progress_sender(self.db, row, self.settings)
+            return await deliver.progress_sender(self.db, row, self.settings.webhooks)
         except Exception:
             log.exception("progress webhooks for job %s are off", row["id"])
             return None
@@ -583,7 +589,7 @@ class Worker:
 
     def _loader(self, account_id: str) -> SourceLoader:
         """Upload URLs are read from storage for the job's own account; the rest go to the network."""
-        fallback = network_loader(self.settings)
+        fallback = network_loader(self.settings.limits)
 
         async def load(value: str, what: str) -> bytes:
             file_id = uploads.upload_id(value)
@@ -603,8 +609,8 @@ class Worker:
 
     async def _attempt(self, row: dict[str, Any], state: RunState) -> Outcome:
         try:
-            sources = await fetch_sources(row, self.settings, self._loader(row["account_id"]))
-            job = await asyncio.to_thread(fill_job, sources, self.settings)
+            sources = await fetch_sources(row, self.settings.limits, self._loader(row["account_id"]))
+            job = await asyncio.to_thread(fill_job, sources, self.settings.limits)
             if state.stop.is_set():
                 raise Cancelled()
             out = await self._fill(row["id"], job, state)
@@ -637,7 +643,7 @@ class Worker:
         self._poke()
         try:
             return await runner.fill(
-                job, state.set_progress, state.stop.is_set, self.settings.job_timeout_seconds, job_id
+                job, state.set_progress, state.stop.is_set, self.settings.worker.job_timeout_seconds, job_id
             )
         except TimedOut:
             state.halt("timeout")  # an in-thread engine still running sees `cancelled()` turn true

@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from fillframe.clock import SYSTEM, Clock
 from fillframe.db import Connection, Database, api_keys, jobs, utcnow, webhook_deliveries
 from fillframe.imaging.fetch import Refused, Unresolved, checked_addresses, send_pinned, tls_context
-from fillframe.settings import Settings
+from fillframe.settings import WebhookSettings
 from fillframe.webhooks import events, sign
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ class Deliverer:
     destination; a finished attempt frees its slot and wakes the claim at once.
     """
 
-    def __init__(self, db: Database, settings: Settings, clock: Clock = SYSTEM) -> None:
+    def __init__(self, db: Database, settings: WebhookSettings, clock: Clock = SYSTEM) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
@@ -515,7 +515,7 @@ class ProgressSender:
     """Progress webhooks for one running job: only on change, at most one a second, one in
     flight at a time; failures are logged and dropped. Offer progress from the event loop."""
 
-    def __init__(self, job: Mapping[str, Any], key: bytes, settings: Settings) -> None:
+    def __init__(self, job: Mapping[str, Any], key: bytes, settings: WebhookSettings) -> None:
         self.job_id: str = job["id"]
         self.model: str = job["model"]
         self.url: str = job["webhook_url"]
@@ -555,7 +555,9 @@ class ProgressSender:
                 await self._task
 
 
-async def progress_sender(db: Database, job: Mapping[str, Any], settings: Settings) -> ProgressSender | None:
+async def progress_sender(
+    db: Database, job: Mapping[str, Any], settings: WebhookSettings
+) -> ProgressSender | None:
     """A sender for a job that asked for progress events, else None."""
     if not job.get("webhook_url") or not events.wants(job.get("webhook_events"), "progress"):
         return None

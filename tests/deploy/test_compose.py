@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from fillframe.settings import Settings
+from fillframe.settings import variables
 from tests.deploy.settings_doc import ENGINE_SETTINGS, doc_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_each_role_has_the_settings_the_doc_names(role: list[str], column: int) 
 
 def test_every_setting_in_compose_is_real_and_documented() -> None:
     documented = set(doc_table())
-    fields = {f"FILLFRAME_{name.upper()}" for name in Settings.model_fields}
+    fields = variables()
     for name, service in services().items():
         for setting in service.get("environment", {}):
             if not setting.startswith("FILLFRAME_"):

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fillframe.settings import Settings
+from fillframe.settings import variables
 from tests.deploy.settings_doc import ENGINE_SETTINGS, doc_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def role_settings(pod: dict[str, Any]) -> set[str]:
 @pytest.mark.parametrize(("deployment", "column"), [("fillframe-api", 0), ("fillframe-worker", 1)])
 def test_each_role_has_the_settings_the_doc_names(deployment: str, column: int) -> None:
     settings = role_settings(pod_specs()[deployment])
-    fields = {f"FILLFRAME_{name.upper()}" for name in Settings.model_fields}
+    fields = variables()
     documented = set(doc_table())
     assert settings <= fields, settings - fields
     for name in settings:

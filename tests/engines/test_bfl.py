@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fillframe.engines.base import FillJob, engine_class
+from fillframe.engines.base import FillJob, create_engine
 from fillframe.engines.bfl import (
     BflEngine,
     backoff_seconds,
@@ -37,7 +37,7 @@ from fillframe.errors import (
     RequestModerated,
     TimedOut,
 )
-from fillframe.settings import Settings
+from fillframe.settings import BflSettings, Settings
 from tests.utils.fake_bfl import FakeBfl, FakeClock, fill_colour, rate_limited, running_fake, server_error
 from tests.utils.images import box_mask, encode, photo
 from tests.utils.servers import LiveServer, create_key, fillframe_env
@@ -62,7 +62,7 @@ def make_engine(fake: FakeBfl, clock: FakeClock, **settings: Any) -> BflEngine:
         "bfl_poll_seconds": 0.5,
     }
     values.update(settings)
-    engine = BflEngine(Settings(**values), clock=clock)
+    engine = BflEngine(BflSettings(**values), clock=clock)
     engine.load()
     return engine
 
@@ -379,9 +379,9 @@ def test_mask_of_another_size_is_invalid_input(engine: BflEngine, fake: FakeBfl)
 
 def test_load_refuses_without_key_or_with_a_bad_base_url() -> None:
     with pytest.raises(RuntimeError, match="FILLFRAME_BFL_API_KEY"):
-        engine_class("bfl")(Settings(engine="bfl")).load()
+        create_engine(Settings(engine="bfl")).load()
     with pytest.raises(RuntimeError, match="FILLFRAME_BFL_BASE_URL"):
-        BflEngine(Settings(bfl_api_key="k", bfl_base_url="ftp://api.bfl.ai")).load()
+        BflEngine(BflSettings(bfl_api_key="k", bfl_base_url="ftp://api.bfl.ai")).load()
 
 
 # --- through the whole service --------------------------------------------------------------

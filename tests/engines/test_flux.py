@@ -33,7 +33,7 @@ from fillframe.engines.flux import (
 )
 from fillframe.errors import Cancelled
 from fillframe.imaging.canvas import outpaint_canvas
-from fillframe.settings import Settings
+from fillframe.settings import FluxSettings
 from tests.utils.images import box_mask, photo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine(tiny_folder: Path) -> Iterator[FluxEngine]:
     """Loaded once through the engine's real path: registry -> load() -> from_pretrained."""
     cls = engine_class("flux")
-    eng = cls(Settings(engine="flux", flux_model=tiny_folder, flux_device="cpu"))
+    eng = cls(FluxSettings(flux_model=tiny_folder, flux_device="cpu"))
     assert isinstance(eng, FluxEngine)
     eng.load()
     yield eng
@@ -136,7 +136,7 @@ def test_no_model_folder_is_refused_with_what_to_set(tmp_path: Path) -> None:
     assert "FILLFRAME_FLUX_MODEL" in str(weights_problem(None, None))
     assert "not a folder" in str(weights_problem(tmp_path / "missing", None))
     assert "diffusers layout" in str(weights_problem(tmp_path, None))
-    eng = FluxEngine(Settings(flux_model=tmp_path))
+    eng = FluxEngine(FluxSettings(flux_model=tmp_path))
     with pytest.raises(RuntimeError, match=r"model_index\.json"):
         eng.load()
 
@@ -145,7 +145,7 @@ def test_plain_flux_dev_folder_is_refused_at_start_up(tiny_folder: Path, tmp_pat
     from tests.utils.tiny_flux import save_plain_dev_copy
 
     plain = save_plain_dev_copy(tiny_folder, tmp_path / "FLUX.1-dev-tiny")
-    eng = FluxEngine(Settings(flux_model=plain, flux_device="cpu"))
+    eng = FluxEngine(FluxSettings(flux_model=plain, flux_device="cpu"))
     with pytest.raises(RuntimeError) as info:
         eng.load()
     message = str(info.value)
@@ -160,7 +160,7 @@ def test_single_transformer_file_loads_and_matches_the_folder(
     from tests.utils.tiny_flux import save_plain_dev_copy, save_single_transformer_file
 
     single = save_single_transformer_file(tiny_folder, tmp_path / "flux1-fill-dev.safetensors")
-    eng = FluxEngine(Settings(flux_model=tiny_folder, flux_transformer_file=single, flux_device="cpu"))
+    eng = FluxEngine(FluxSettings(flux_model=tiny_folder, flux_transformer_file=single, flux_device="cpu"))
     eng.load()
     rgb, mask = cat
     from_file, _, _ = run(eng, job(rgb, mask))
@@ -169,7 +169,7 @@ def test_single_transformer_file_loads_and_matches_the_folder(
 
     plain = save_plain_dev_copy(tiny_folder, tmp_path / "plain")
     plain_file = save_single_transformer_file(plain, tmp_path / "flux1-dev.safetensors")
-    refused = FluxEngine(Settings(flux_model=tiny_folder, flux_transformer_file=plain_file))
+    refused = FluxEngine(FluxSettings(flux_model=tiny_folder, flux_transformer_file=plain_file))
     with pytest.raises(RuntimeError, match=r"FLUX_TRANSFORMER_FILE.*takes 64 input channels"):
         refused.load()
 
@@ -265,7 +265,7 @@ def test_guidance_changes_the_picture(engine: FluxEngine, cat: tuple[np.ndarray,
 
 
 def test_guidance_factor_setting(tiny_folder: Path, cat: tuple[np.ndarray, np.ndarray]) -> None:
-    eng = FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_guidance_factor=30.0))
+    eng = FluxEngine(FluxSettings(flux_model=tiny_folder, flux_device="cpu", flux_guidance_factor=30.0))
     eng.load()
     rgb, mask = cat
     _, notes, _ = run(eng, job(rgb, mask, guidance=5.0))
@@ -363,7 +363,7 @@ CAP = 64 * 64  # the tiny model's budget in these tests: a 64x64 work canvas
 @pytest.fixture(scope="module")
 def cropping(tiny_folder: Path) -> FluxEngine:
     eng = FluxEngine(
-        Settings(flux_model=tiny_folder, flux_device="cpu", flux_max_pixels=CAP, crop_min_context=16)
+        FluxSettings(flux_model=tiny_folder, flux_device="cpu", flux_max_pixels=CAP, crop_min_context=16)
     )
     eng.load()
     return eng
@@ -449,7 +449,7 @@ def test_crop_cancel_stops_the_job(cropping: FluxEngine) -> None:
 
 @pytest.fixture(scope="module")
 def batching(tiny_folder: Path) -> FluxEngine:
-    eng = FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_max_batch=4))
+    eng = FluxEngine(FluxSettings(flux_model=tiny_folder, flux_device="cpu", flux_max_batch=4))
     eng.load()
     return eng
 
@@ -489,7 +489,7 @@ def test_a_cancelled_job_in_a_batch_leaves_the_others_running(batching: FluxEngi
 
 
 def test_first_block_cache_on_completes(tiny_folder: Path, cat: tuple[np.ndarray, np.ndarray]) -> None:
-    eng = FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_cache_threshold=0.5))
+    eng = FluxEngine(FluxSettings(flux_model=tiny_folder, flux_device="cpu", flux_cache_threshold=0.5))
     eng.load()
     rgb, mask = cat
     cached, notes, _ = run(eng, job(rgb, mask, steps=6))
@@ -505,7 +505,7 @@ def test_first_block_cache_on_completes(tiny_folder: Path, cat: tuple[np.ndarray
 
 
 def test_vae_tiling_and_warm_up(tiny_folder: Path, cat: tuple[np.ndarray, np.ndarray]) -> None:
-    settings = Settings(
+    settings = FluxSettings(
         flux_model=tiny_folder, flux_device="cpu", flux_vae_tiling=True, flux_warmup_sizes=["32x32", "64x48"]
     )
     eng = FluxEngine(settings)
@@ -516,7 +516,9 @@ def test_vae_tiling_and_warm_up(tiny_folder: Path, cat: tuple[np.ndarray, np.nda
     assert notes["runtime"]["vaeTiling"] is True
     assert_untouched(out, rgb, mask)
     with pytest.raises(RuntimeError, match="multiples of 16"):
-        FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_warmup_sizes=["30x30"])).load()
+        FluxEngine(
+            FluxSettings(flux_model=tiny_folder, flux_device="cpu", flux_warmup_sizes=["30x30"])
+        ).load()
 
 
 def test_runtime_notes_and_clip_truncation(engine: FluxEngine, cat: tuple[np.ndarray, np.ndarray]) -> None:
@@ -534,9 +536,9 @@ def test_runtime_notes_and_clip_truncation(engine: FluxEngine, cat: tuple[np.nda
 
 def test_fp8_is_refused_clearly_off_bfloat16_and_off_fp8_gpus(tiny_folder: Path) -> None:
     with pytest.raises(RuntimeError, match="bfloat16 weights, but the dtype is float32"):
-        FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_fp8=True)).load()
+        FluxEngine(FluxSettings(flux_model=tiny_folder, flux_device="cpu", flux_fp8=True)).load()
     eng = FluxEngine(
-        Settings(flux_model=tiny_folder, flux_device="cpu", flux_fp8=True, flux_dtype="bfloat16")
+        FluxSettings(flux_model=tiny_folder, flux_device="cpu", flux_fp8=True, flux_dtype="bfloat16")
     )
     with pytest.raises(RuntimeError, match="FP8 support"):
         eng.load()
@@ -546,7 +548,7 @@ def test_fp8_is_refused_clearly_off_bfloat16_and_off_fp8_gpus(tiny_folder: Path)
 def test_offload_on_cpu_is_refused(tiny_folder: Path) -> None:
     for offload in ("model", "group", "sequential"):
         with pytest.raises(RuntimeError, match=f"OFFLOAD={offload} needs a CUDA GPU"):
-            FluxEngine(Settings(flux_model=tiny_folder, flux_device="cpu", flux_offload=offload)).load()
+            FluxEngine(FluxSettings(flux_model=tiny_folder, flux_device="cpu", flux_offload=offload)).load()
 
 
 def test_auto_device_gives_one_gpu_per_worker() -> None:

@@ -21,7 +21,7 @@ from fillframe.imaging.fetch import (
     load_source,
     parse_data_uri,
 )
-from fillframe.settings import Settings
+from fillframe.settings import LimitSettings, Settings
 from tests.imaging.conftest import IMAGE_PNG, TlsServer, TrickyServer
 
 MB = 1024 * 1024
@@ -360,8 +360,8 @@ def test_https_keeps_the_name_for_sni_and_verifies_the_certificate(tls_server: T
 # --- load_source ---------------------------------------------------------------------------------
 
 
-def settings(tmp_path: Path, **values: object) -> Settings:
-    return Settings(data_dir=tmp_path, **values)  # type: ignore[arg-type]
+def settings(tmp_path: Path, **values: object) -> LimitSettings:
+    return Settings(data_dir=tmp_path, **values).limits
 
 
 def test_load_source_dispatches(tricky: TrickyServer, tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ async def _lease(url: str) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path, database_url: str) -> BlobStore:
-    return BlobStore(Settings(data_dir=tmp_path / "blobs", database_url=database_url))
+    return BlobStore(Settings(data_dir=tmp_path / "blobs", database_url=database_url).storage)
 
 
 def test_outputs_expire_after_the_retention_period_to_the_second(database_url: str, store: BlobStore) -> None:

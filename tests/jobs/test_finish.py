@@ -178,7 +178,7 @@ async def _stop_releases(url: str, tmp_path: Path) -> None:
             return super().fill(job, progress, cancelled)
 
     try:
-        worker = Worker(settings, db, BlobStore(settings), StopsMidJob(settings))
+        worker = Worker(settings, db, BlobStore(settings.storage), StopsMidJob())
         await asyncio.wait_for(worker._loop(stop), 30)
         assert await _status(db, first) == ("COMPLETED", None, 1)
         # Claimed with the first one's end (PostgreSQL) or never claimed (SQLite): queued either way,

@@ -68,7 +68,7 @@ def _machine(url: str, blobs: Path) -> type[RuleBasedStateMachine]:
             self.loop = asyncio.new_event_loop()
             self.clock = FakeClock()
             self.db = Database(url)
-            self.store = BlobStore(Settings(data_dir=blobs, database_url=url))
+            self.store = BlobStore(Settings(data_dir=blobs, database_url=url).storage)
             self.linker = Linker(self.store, b"k" * 32, "http://fillframe.test")
             self.callers: list[Caller] = []
             self.limits: list[int] = []

@@ -38,7 +38,7 @@ MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 4))
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     s = Settings(data_dir=tmp_path, job_timeout_seconds=0.3, poll_seconds=0.05, webhook_concurrency=0)
-    upgrade(s.db_url)
+    upgrade(s.database.url)
     return s
 
 
@@ -48,15 +48,15 @@ async def _run_one(
     """Submit one job, let a worker with `engine` take it, wait for the engine's thread to end;
     returns the job row and the account's credits."""
     monkeypatch.setenv("FILLFRAME_TEST_SLEEP", str(sleep))
-    db = Database(settings.db_url)
-    store = BlobStore(settings)
+    db = Database(settings.database.url)
+    store = BlobStore(settings.storage)
     try:
         key, _ = await create_key(db, "t", credits=9)
         caller = await authenticate(db, key)
         req = EditRequest.model_validate(edit_body(IMAGE, MASK, output_format="png"))
         job_id = (await service.submit(db, caller, req, cost=9, max_attempts=1)).job_id
         worker = Worker(settings, db, store, engine)
-        claimed = await queue.claim(db, worker.id, settings.lease_seconds)
+        claimed = await queue.claim(db, worker.id, settings.worker.lease_seconds)
         assert claimed is not None and claimed["id"] == job_id
         await worker.run_job(claimed)
         await asyncio.sleep(sleep + 0.3)  # the engine's thread ends, and anything it left is cleaned
@@ -71,7 +71,7 @@ async def _run_one(
 
 
 def _stored(settings: Settings) -> list[Path]:
-    return sorted(p for p in settings.files_dir.rglob("*") if p.is_file())
+    return sorted(p for p in settings.storage.files_dir.rglob("*") if p.is_file())
 
 
 def test_a_job_past_its_deadline_fails_refunded_and_leaves_no_output(
@@ -90,14 +90,14 @@ def test_a_job_past_its_deadline_fails_refunded_and_leaves_no_output(
 def test_a_job_in_time_is_stored_once_and_recorded(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    row, credits = asyncio.run(_run_one(settings, SleepEngine(settings), 0.05, monkeypatch))
+    row, credits = asyncio.run(_run_one(settings, SleepEngine(), 0.05, monkeypatch))
     assert row["status"] == "COMPLETED" and credits == 0
     [stored] = _stored(settings)
     file_id = row["result"]["files"][0]["id"]
     assert stored.name == f"{file_id}.png"
 
     async def file_row() -> dict:
-        db = Database(settings.db_url)
+        db = Database(settings.database.url)
         try:
             async with db.read() as conn:
                 return dict(
@@ -205,7 +205,7 @@ def test_a_slow_image_host_delays_only_its_own_job(
 
 
 async def _slow_and_fast(settings: Settings, base: str) -> list[dict]:
-    db = Database(settings.db_url)
+    db = Database(settings.database.url)
     try:
         key, _ = await create_key(db, "t")
         caller = await authenticate(db, key)
@@ -214,7 +214,7 @@ async def _slow_and_fast(settings: Settings, base: str) -> list[dict]:
             body = edit_body(f"{base}/{name}/image.png", f"{base}/{name}/mask.png", output_format="png")
             req = EditRequest.model_validate(body)
             ids.append((await service.submit(db, caller, req, cost=0, max_attempts=1)).job_id)
-        worker = Worker(settings, db, BlobStore(settings))
+        worker = Worker(settings, db, BlobStore(settings.storage))
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run(stop))
         try:
@@ -249,14 +249,14 @@ def test_a_worker_holds_no_more_jobs_than_its_pipeline_has_room_for(
 
 async def _most_held(settings: Settings, backlog: int) -> int:
     """The most jobs PROCESSING at once while one worker drains part of `backlog` jobs."""
-    db = Database(settings.db_url)
+    db = Database(settings.database.url)
     try:
         key, _ = await create_key(db, "backlog")
         caller = await authenticate(db, key)
         req = EditRequest.model_validate(edit_body(IMAGE, MASK))
         for _ in range(backlog):
             await service.submit(db, caller, req, cost=0, max_attempts=1)
-        worker = Worker(settings, db, BlobStore(settings), SleepEngine(settings))
+        worker = Worker(settings, db, BlobStore(settings.storage), SleepEngine())
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run(stop))
         most = 0

@@ -63,7 +63,7 @@ async def delivered(db: Database, *ids: str) -> bool:
 async def delivering(db: Database, settings: Settings, clock: FakeClock) -> AsyncIterator[Deliverer]:
     """A deliverer running until the block ends; then stopped, its attempts let finish."""
     stop = asyncio.Event()
-    deliverer = Deliverer(db, settings, clock)
+    deliverer = Deliverer(db, settings.webhooks, clock)
     running = asyncio.create_task(deliverer.run(stop))
     try:
         yield deliverer
@@ -190,7 +190,7 @@ def test_retry_schedule_runs_on_a_fake_clock(database_url: str, tmp_path: Path) 
     async def scenario(rx: Receiver) -> list[list[str]]:
         db = Database(database_url)
         await queued_webhook(db, await tenant(db, "t"), rx.url(), clock)
-        deliverer = Deliverer(db, settings, clock)
+        deliverer = Deliverer(db, settings.webhooks, clock)
         steps = []
         # Due at 0; 4.5..5.5 s after the first attempt; 265.5..324.5 s after the second.
         for seconds in (0, 4.4, 1.2, 200, 125):

@@ -16,6 +16,7 @@ from fillframe.accounts import authenticate, create_key, revoke_key
 from fillframe.db import Database, accounts, jobs, webhook_deliveries
 from fillframe.jobs import queue, service
 from fillframe.jobs.service import Outcome, StoredFile
+from fillframe.link_secret import link_secret
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore, Linker
 from fillframe.webhooks import verify
@@ -114,7 +115,7 @@ def test_many_deliverers_send_each_webhook_once(database_url: str, tmp_path: Pat
         )
         pools = [Database(database_url) for _ in range(4)]
         stop = asyncio.Event()
-        loops = [asyncio.create_task(Deliverer(pool, settings).run(stop)) for pool in pools]
+        loops = [asyncio.create_task(Deliverer(pool, settings.webhooks).run(stop)) for pool in pools]
         deadline = time.monotonic() + 60
         while [j for j in job_ids if (await snapshot(db, j))[1] != "delivered"]:
             assert time.monotonic() < deadline, "webhooks still pending after 60 s"
@@ -143,12 +144,12 @@ def test_completed_links_use_public_url_else_the_submit_host(
 ) -> None:
     """Workers know no request: a job's links use PUBLIC_URL, else the host it was submitted to."""
     settings = Settings(data_dir=tmp_path, database_url=database_url)
-    store = BlobStore(settings)
-    secret = settings.signing_secret()
+    store = BlobStore(settings.storage)
 
     async def scenario() -> tuple[dict, list[str]]:
         db = Database(database_url)
         try:
+            secret = await link_secret(db, settings.links)
             api_key, _ = await create_key(db, "links")
             caller = await authenticate(db, api_key)
             request = edit_request("https://hooks.example.test/h")

@@ -42,8 +42,8 @@ async def models(settings: SettingsDep, modality: Modality | None = None) -> dic
     for model_id, info in MODELS.items():
         if modality is not None and info["modality"] != modality:
             continue
-        cost = settings.model_costs.get(model_id, 0)
+        cost = settings.api.model_costs.get(model_id, 0)
         # One job, one output, one price: flux-fill-pro is priced flat.
         pricing = {"costMin": cost, "costMax": cost, "pricingMode": "flat", "creditCost": cost}
-        catalog.append({"id": model_id, **info, **pricing, "engine": settings.engine})
+        catalog.append({"id": model_id, **info, **pricing, "engine": settings.worker.engine})
     return {"models": catalog}

@@ -77,7 +77,7 @@ async def require_operator(
     ] = None,
 ) -> str:
     """The audit trail's `actor` for this request, once the token matched."""
-    expected = request.app.state.settings.admin_token.get_secret_value()
+    expected = request.app.state.settings.api.admin_token.get_secret_value()
     given = credentials.credentials if credentials else None
     if given is None:
         if request.headers.get("x-api-key"):

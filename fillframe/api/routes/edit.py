@@ -41,7 +41,7 @@ from fillframe.jobs.idempotency import MAX_KEY_LENGTH, IdempotencyKey, KeyReused
 from fillframe.jobs.queue import Notifier
 from fillframe.jobs.store import get_job, job_view
 from fillframe.limits import RateLimited
-from fillframe.settings import Settings
+from fillframe.settings import LimitSettings, Settings
 from fillframe.storage import BlobStore
 
 router = APIRouter(tags=["jobs"], route_class=DataUriRoute)
@@ -50,7 +50,7 @@ _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
 async def check_sources(
-    req: EditRequest, caller: Caller, db: Database, store: BlobStore, settings: Settings
+    req: EditRequest, caller: Caller, db: Database, store: BlobStore, limits: LimitSettings
 ) -> None:
     """Refuse at submit what would certainly fail later: private literal addresses, upload URLs
     that are not this account's live uploads, and an uploaded mask that repaints nothing."""
@@ -69,12 +69,12 @@ async def check_sources(
                 details[path] = ["is an upload that does not exist for this account or has expired"]
             elif path == "fluxFillParams.mask":
                 try:
-                    await off_loop(check_mask_bytes, await store.get(row["storage_key"]), settings.max_pixels)
+                    await off_loop(check_mask_bytes, await store.get(row["storage_key"]), limits.max_pixels)
                 except InvalidInput as exc:
                     details[path] = [str(exc)]
             continue
         try:
-            check_url(value, settings.allow_private_urls)
+            check_url(value, limits.allow_private_urls)
         except ValueError as exc:
             details[path] = [str(exc)]
     if details:
@@ -107,10 +107,10 @@ async def store_data_uris(
             cut = cuts.get(value)
             try:
                 source = await off_loop(cut.value) if cut else value
-                data = await off_loop(parse_data_uri, source, settings.max_image_bytes, what=field)
+                data = await off_loop(parse_data_uri, source, settings.limits.max_image_bytes, what=field)
                 if field == "mask":  # an all-black mask would be charged for the image unchanged
-                    await off_loop(check_mask_bytes, data, settings.max_pixels)
-                ttl = timedelta(hours=settings.upload_ttl_hours)
+                    await off_loop(check_mask_bytes, data, settings.limits.max_pixels)
+                ttl = timedelta(hours=settings.api.upload_ttl_hours)
                 subject = f"The {field} data URI"
                 row = await uploads.save(db, store, caller.account_id, data, ttl, subject=subject)
             except (InvalidInput, uploads.NotAnImage) as exc:
@@ -142,11 +142,11 @@ async def queue_job(
             db,
             caller,
             req,
-            cost=settings.model_costs.get(req.model, 0),
-            max_attempts=settings.max_attempts,
-            rate_limit=settings.rate_limit_per_minute if limit is None else limit,
+            cost=settings.api.model_costs.get(req.model, 0),
+            max_attempts=settings.api.max_attempts,
+            rate_limit=settings.limits.rate_limit_per_minute if limit is None else limit,
             idem=idem,
-            idem_ttl=timedelta(hours=settings.idempotency_ttl_hours),
+            idem_ttl=timedelta(hours=settings.api.idempotency_ttl_hours),
             base_url=base_url,
             notify_done=notify_done,
         )
@@ -225,10 +225,10 @@ async def submit_edit(
         if not 0 < len(idempotency_key) <= MAX_KEY_LENGTH:
             raise ApiError(400, f"The Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} characters long.")
         idem = IdempotencyKey.of(idempotency_key, req.model_dump_json())
-    await check_sources(req, caller, db, store, settings)
+    await check_sources(req, caller, db, store, settings.limits)
     cuts = getattr(request.state, "data_uris", {})
     req, saved = await store_data_uris(req, cuts, caller, db, store, settings, linker.base_url)
-    wait = parse_prefer_wait(prefer, settings.max_wait_seconds)
+    wait = parse_prefer_wait(prefer, settings.limits.max_wait_seconds)
     try:
         submitted = await queue_job(db, caller, req, settings, idem, linker.base_url, bool(wait))
     except BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from fastapi import APIRouter, Response
 
-from fillframe.api.deps import DbDep, SettingsDep, StoreDep
+from fillframe.api.deps import DbDep, LinkSecretDep, StoreDep
 from fillframe.api.errors import ApiError
 from fillframe.api.openapi import DB_DOWN, IMAGE_CONTENT
 from fillframe.contract import ErrorBody
@@ -28,13 +28,13 @@ router = APIRouter(tags=["files"])
     },
 )
 async def download(
-    name: str, expires: int, sig: str, db: DbDep, store: StoreDep, settings: SettingsDep
+    name: str, expires: int, sig: str, db: DbDep, store: StoreDep, secret: LinkSecretDep
 ) -> Response:
     file_id = name.rsplit(".", 1)[0]
     # Our signatures are hex; anything else cannot match (and compare_digest refuses non-ASCII text).
     problem = "invalid"
     if sig.isascii():
-        problem = check_signature(settings.signing_secret(), file_id, expires, sig)
+        problem = check_signature(secret, file_id, expires, sig)
     if problem == "invalid":
         raise ApiError(403, "This file link is not valid; take the URL from the job again.")
     if problem == "expired":

@@ -41,7 +41,7 @@ async def create_upload(
     settings: SettingsDep,
     base: BaseUrlDep,
 ) -> JSONResponse:
-    limit = settings.max_upload_bytes
+    limit = settings.limits.max_upload_bytes
     # The form parser has spooled the file (to disk past 1 MB): refuse by its size before reading
     # up to `limit` bytes of it into memory for nothing.
     if file.size is not None and file.size > limit:
@@ -53,7 +53,7 @@ async def create_upload(
         raise ApiError(400, "The upload is empty.")
     try:
         row = await uploads.save(
-            db, store, caller.account_id, data, timedelta(hours=settings.upload_ttl_hours)
+            db, store, caller.account_id, data, timedelta(hours=settings.api.upload_ttl_hours)
         )
     except uploads.NotAnImage as exc:
         raise ApiError(400, str(exc), details={"file": [str(exc)]}) from None
