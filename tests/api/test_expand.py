@@ -68,7 +68,7 @@ def test_expand_outpaints_to_the_planned_canvas(client: httpx.Client) -> None:
     assert stored["expand"] == {"left": 200, "right": 0, "top": 40, "bottom": 0}
     assert "outpaint" not in stored  # the unused default preset is not shown as if it applied
     out = decode(client.get(job["result"]["images"][0]).content)
-    plan = plan_expand(120, 80, Expansion(left=200, top=40), Settings().max_output_pixels)
+    plan = plan_expand(120, 80, Expansion(left=200, top=40), Settings().limits.max_output_pixels)
     assert out.shape == (plan.height, plan.width, 3)
     assert (plan.width, plan.height) == (320, 128)
     # The round-up to 128 goes to the top, the side that asked: the image stays flush bottom.

@@ -82,7 +82,7 @@ def test_local_outpaint_default_name(local_env: dict[str, str], inputs: Inputs, 
     assert done.returncode == 0, done.stderr
     written = tmp_path / "coffee-filled.png"
     assert done.stdout.strip().splitlines()[-1] == "coffee-filled.png" and written.exists()
-    plan = plan_outpaint(160, 120, "Bottom outpaint", Settings().max_output_pixels)
+    plan = plan_outpaint(160, 120, "Bottom outpaint", Settings().limits.max_output_pixels)
     out = decode(written.read_bytes())
     assert out.shape == (plan.height, plan.width, 3) == (176, 160, 3)
     assert np.array_equal(out[: plan.image_height, plan.x : plan.x + 160], inputs.rgb)

@@ -30,7 +30,7 @@ def test_expand_outpaints_locally_to_the_planned_canvas(tmp_path: Path) -> None:
         "-o", str(out_path), "--seed", "3",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    plan = plan_expand(160, 120, Expansion(left=64, right=96), Settings().max_output_pixels)
+    plan = plan_expand(160, 120, Expansion(left=64, right=96), Settings().limits.max_output_pixels)
     out = decode(out_path.read_bytes())
     assert out.shape == (plan.height, plan.width, 3) == (128, 320, 3)
     assert np.array_equal(out[plan.y : plan.y + 120, plan.x : plan.x + 160], rgb)

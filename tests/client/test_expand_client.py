@@ -17,7 +17,7 @@ def test_expand_through_the_client(live: LiveServer, api_key: str) -> None:
         job = ff.edit_and_wait(rgb, prompt="more cat", expand={"top": 32, "right": 40}, output_format="png")
         params = job.raw["input"]["fluxFillParams"]
         assert params["mode"] == "outpaint" and params["expand"]["top"] == 32
-        plan = plan_expand(96, 64, Expansion(top=32, right=40), Settings().max_output_pixels)
+        plan = plan_expand(96, 64, Expansion(top=32, right=40), Settings().limits.max_output_pixels)
         out = decode(ff.download(job))
         assert out.shape == (plan.height, plan.width, 3)
         assert (out[plan.y : plan.y + 64, plan.x : plan.x + 96] == rgb).all()

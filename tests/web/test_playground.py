@@ -148,7 +148,7 @@ def test_outpaint_with_a_preset(page: Page, live: LiveServer, api_key: str) -> N
     plans = {}
     for preset in PRESETS:
         page.click(f".chip[data-preset='{preset}']")
-        plan = plan_outpaint(300, 200, preset, Settings().max_output_pixels)
+        plan = plan_outpaint(300, 200, preset, Settings().limits.max_output_pixels)
         plans[preset] = plan
         assert page.inner_text("#image-info") == f"cat.png · 300×200 → {plan.width}×{plan.height}"
         assert page.eval_on_selector("#preview-canvas", "c => [c.width, c.height]") == [

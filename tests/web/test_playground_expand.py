@@ -35,7 +35,7 @@ def test_expand_in_the_playground(page: Page, live: LiveServer, api_key: str) ->
     sides = {"left": 0, "right": 120, "top": 40, "bottom": 0}
     for side, value in sides.items():
         set_side(page, side, value)
-    plan = plan_expand(300, 200, Expansion(**sides), Settings().max_output_pixels)
+    plan = plan_expand(300, 200, Expansion(**sides), Settings().limits.max_output_pixels)
     assert page.inner_text("#image-info") == f"cat.png · 300×200 → {plan.width}×{plan.height}"
     assert page.eval_on_selector("#preview-canvas", "c => [c.width, c.height]") == [plan.width, plan.height]
 
