@@ -88,12 +88,12 @@ def _actor() -> str:
 @keys.command("list")
 def keys_list() -> None:
     """List keys (never the keys themselves)."""
-    from fillframe.accounts import list_keys
+    from fillframe.accounts import key_status, list_keys
 
     rows = with_db(list_keys)
     click.echo(f"{'ID':36}  {'PREFIX':12}  {'STATUS':8}  {'TEAM':36}  {'USER':36}  NAME")
     for r in rows:
-        status = "revoked" if r["revoked_at"] else ("active" if r["active"] else "inactive")
+        status = key_status(r)
         user = (r["user_id"] or "-").ljust(36)
         cells = (r["id"], r["prefix"].ljust(12), status.ljust(8), r["account_id"], user)
         click.echo("  ".join((*cells, r["name"])))
