@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -25,8 +24,6 @@ from fillframe.storage import BlobStore
 if TYPE_CHECKING:
     from fillframe.engines.base import Engine
 
-log = logging.getLogger(__name__)
-
 
 @contextlib.asynccontextmanager
 async def _worker_running(app: FastAPI, settings: Settings, engine: Engine | None) -> AsyncIterator[None]:
@@ -37,7 +34,8 @@ async def _worker_running(app: FastAPI, settings: Settings, engine: Engine | Non
     from fillframe.jobs.worker import Worker
 
     def take_server_down(_failure: BaseException) -> None:
-        """A worker that cannot start (its engine failed to load) takes the server down, loudly."""
+        """A worker that ends on its own (its engine failed to load, or it crashed) takes the server
+        down; `fillframe serve` then says why (the runner has logged it)."""
         stop = getattr(app.state, "stop_server", None)  # set by `fillframe serve`
         if stop is not None:
             stop()
