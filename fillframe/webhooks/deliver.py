@@ -48,7 +48,7 @@ import httpx
 import sqlalchemy as sa
 
 from fillframe.clock import SYSTEM, Clock
-from fillframe.db import Connection, Database, UTCDateTime, api_keys, jobs, utcnow, webhook_deliveries
+from fillframe.db import Connection, Database, api_keys, jobs, utcnow, webhook_deliveries
 from fillframe.imaging.fetch import Refused, Unresolved, checked_addresses, send_pinned, tls_context
 from fillframe.settings import Settings
 from fillframe.webhooks import events, sign
@@ -195,11 +195,23 @@ async def in_flight_per_host(conn: Connection, now: datetime) -> dict[str, int]:
     return {row.destination: row.attempts for row in await conn.execute(query)}
 
 
-def _due(now: datetime | sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
+def _due(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(d.c.status == "pending", d.c.next_attempt_at <= now)
 
 
-_ANY_DUE = sa.select(sa.exists().where(_due(sa.bindparam("now", type_=UTCDateTime()))))
+async def _choose(conn: Connection, now: datetime, limit: int, per_host: int) -> list[str]:
+    """Ids of up to `limit` due deliveries, longest due first, within each destination's room
+    (`per_host` less its attempts in flight); the rows of destinations at their cap are left out
+    by the query itself."""
+    busy = await in_flight_per_host(conn, now)
+    full = [host for host, count in busy.items() if count >= per_host]
+    due = sa.select(d.c.id, d.c.destination).where(_due(now))
+    if full:
+        due = due.where(d.c.destination.not_in(full))
+    due = due.order_by(d.c.next_attempt_at).limit(min(limit * _SCAN_PER_SLOT, _MAX_SCAN))
+    candidates = [(row.id, row.destination) for row in await conn.execute(due)]
+    room = {host: per_host - busy.get(host, 0) for _, host in candidates}
+    return pick(candidates, room, limit)
 
 
 async def claim(
@@ -213,25 +225,18 @@ async def claim(
 ) -> list[Claimed]:
     """Take up to `limit` deliveries due longest ago, count the attempt and lease them to `token`,
     so that no destination has more than `per_host` (default: `limit`) attempts in flight, counted
-    in the database over every process. Idle pollers only read."""
+    in the database over every process. A poll that finds nothing it may take (nothing due, or
+    only rows of destinations at their cap) only reads; otherwise the choice is made again under
+    the claim lock and taken in the same transaction."""
     now = clock.now()
     per_host = per_host or limit
-    # A read takes no write lock, and most polls find nothing.
     async with db.read() as conn:
-        if not await conn.scalar(_ANY_DUE, {"now": now}):
+        if not await _choose(conn, now, limit, per_host):
             return []
     async with db.write() as conn:
         if not db.is_sqlite:
             await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK)))
-        busy = await in_flight_per_host(conn, now)
-        full = [host for host, count in busy.items() if count >= per_host]
-        due = sa.select(d.c.id, d.c.destination).where(_due(now))
-        if full:
-            due = due.where(d.c.destination.not_in(full))
-        due = due.order_by(d.c.next_attempt_at).limit(min(limit * _SCAN_PER_SLOT, _MAX_SCAN))
-        candidates = [(row.id, row.destination) for row in await conn.execute(due)]
-        room = {host: per_host - busy.get(host, 0) for _, host in candidates}
-        chosen = pick(candidates, room, limit)
+        chosen = await _choose(conn, now, limit, per_host)
         if not chosen:
             return []
         still_due = sa.select(d.c.id).where(d.c.id.in_(chosen), _due(now))
