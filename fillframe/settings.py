@@ -268,7 +268,7 @@ class WebhookSettings(_PrivateUrls, _Poll):
         default=8,
         ge=1,
         le=1024,
-        description="Of those, attempts in flight to one destination (scheme, host, port).",
+        description="Attempts in flight to one destination (scheme, host, port), over all processes.",
     )
 
 
