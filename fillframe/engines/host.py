@@ -458,8 +458,8 @@ class EngineHost:
 
     # jobs
 
-    async def _ready(self, stopped: CancelledFn) -> None:
-        """Wait for a child being (re)started; a stop while waiting ends the wait."""
+    async def ready(self, stopped: CancelledFn) -> None:
+        """Wait for a child being (re)started; a stop while waiting ends the wait (`Cancelled`)."""
         while self._starting is not None and not self._starting.done():
             if stopped():
                 raise Cancelled()
@@ -501,11 +501,11 @@ class EngineHost:
         stopped and the engine ignores it for the grace. Returns each job's output or error."""
         if not 1 <= len(jobs) <= max(1, self.max_batch):
             raise ValueError(f"a run holds 1 to {self.max_batch} jobs, not {len(jobs)}")
-        await self._ready(lambda: all(s() for s in stopped))
+        await self.ready(lambda: all(s() for s in stopped))
         assert self._conn is not None and self._proc is not None
         if not self._proc.is_alive():  # it died between jobs (the OOM killer picks idle ones too)
             self._restart("crash")
-            await self._ready(lambda: all(s() for s in stopped))
+            await self.ready(lambda: all(s() for s in stopped))
             assert self._conn is not None
         height, width = jobs[0].mask.shape
         segment = self._segment_for(height, width, len(jobs))

@@ -234,6 +234,8 @@ class Runner(Protocol):
     name: str
     max_batch: int
 
+    async def ready(self, stopped: CancelledFn) -> None: ...
+
     async def fill_batch(
         self,
         jobs: list[FillJob],
@@ -272,6 +274,9 @@ class InThread:
             work.add_done_callback(lambda w: w.cancelled() or w.exception())  # retrieved, not logged
             raise TimedOut(f"The engine did not finish within {timeout:g} seconds.") from None
 
+    async def ready(self, stopped: CancelledFn) -> None:
+        pass  # loaded once, never restarted
+
     def _fill_batch(
         self, jobs: list[FillJob], progress: list[ProgressFn], stopped: list[CancelledFn]
     ) -> list[FillOutput | BaseException]:
@@ -304,8 +309,9 @@ def _in_line(state: RunState, now: float, slow: float) -> bool:
 
 class Worker:
     """Claims jobs and carries each through a pipeline: prepare (fetch, decode) -> fill on a free
-    engine -> encode and store -> finish. Engines only fill; the next jobs are prepared, and the
-    last ones stored, while they do.
+    engine (alone, or in one call with other ready jobs of its `batch_key`, up to the engine's
+    `max_batch`) -> encode and store -> finish. Engines only fill; the next jobs are prepared, and
+    the last ones stored, while they do.
 
     By default each of `worker_concurrency` engine slots is an `EngineHost` child process running
     `settings.engine`; given a loaded `engine`, the slots fill in threads of this process instead.
@@ -714,20 +720,13 @@ class Worker:
 
     async def _lead(self, runner: Runner, seat: Seat) -> FillOutput:
         """Run one engine call for `seat` and the ready jobs it takes along; settle each one's end."""
-        seats = [seat, *self._companions(seat, runner.max_batch - 1)]
-        now = time.monotonic()
-        for member in seats:
-            member.state.enter("filling")
-            self._served[member.state.account] = now
-        self._poke()
+        seat.state.enter("filling")  # from here on no other call takes it along
+        seats = [seat]
         try:
-            results = await runner.fill_batch(
-                [m.job for m in seats],
-                [m.state.set_progress for m in seats],
-                [m.state.stop.is_set for m in seats],
-                self.settings.job_timeout_seconds,
-                [m.job_id for m in seats],
-            )
+            # An engine restarting (after a crash) is waited for first: the jobs ready by then go along.
+            await runner.ready(seat.state.stop.is_set)
+            seats += self._companions(seat, runner.max_batch - 1)
+            results = await self._call(runner, seats)
         except Exception as exc:  # the whole call failed: a crash or the deadline, every job's
             results = [exc] * len(seats)
         except BaseException:
@@ -742,6 +741,20 @@ class Worker:
                 member.state.halt("timeout")  # an in-thread engine still running sees `cancelled()` turn true
             settle(member.result, result)
         return seat.result.result()
+
+    async def _call(self, runner: Runner, seats: list[Seat]) -> list[FillOutput | BaseException]:
+        now = time.monotonic()
+        for member in seats:
+            member.state.enter("filling")
+            self._served[member.state.account] = now
+        self._poke()
+        return await runner.fill_batch(
+            [m.job for m in seats],
+            [m.state.set_progress for m in seats],
+            [m.state.stop.is_set for m in seats],
+            self.settings.job_timeout_seconds,
+            [m.job_id for m in seats],
+        )
 
     def _companions(self, seat: Seat, room: int) -> list[Seat]:
         """Up to `room` other ready jobs of `seat`'s batch key, in line order."""
@@ -766,8 +779,11 @@ class Worker:
         return (filling, self._served.get(state.account, -1.0), state.seq)
 
     def _slow_prepare(self) -> float:
-        """How long a fetch holds its place: less while an engine slot waits for work."""
-        return IDLE_PREPARE_SECONDS if self._free else SLOW_PREPARE_SECONDS
+        """How long a fetch holds its place: less while an engine slot waits for work and no
+        other fetch has lost its place yet (one image host's backlog then adds a claim a
+        second, not one per IDLE_PREPARE_SECONDS: their fetches would take every permit)."""
+        idle = self._free and not any(s.slow and s.phase == "preparing" for s in self.running.values())
+        return IDLE_PREPARE_SECONDS if idle else SLOW_PREPARE_SECONDS
 
     def _first_in_line(self, state: RunState) -> bool:
         """Whether no other job ready or soon ready (`_in_line`) comes before this one in line
