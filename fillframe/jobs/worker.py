@@ -96,6 +96,8 @@ class Seat:
 
 
 def settle(future: asyncio.Future[FillOutput], result: FillOutput | BaseException) -> None:
+    if future.done():  # its job's task was cancelled (a hard stop) while it waited
+        return
     if isinstance(result, BaseException):
         future.set_exception(result)
     else:
@@ -761,14 +763,17 @@ class Worker:
         if room < 1:
             return []
         key = batch_key(seat.job)
-        ready = [
-            s
+        fitting = [
+            s.seat
             for s in self.running.values()
-            if s is not seat.state and s.phase == "waiting" and s.seat is not None and not s.stop.is_set()
+            if s is not seat.state
+            and s.phase == "waiting"
+            and s.seat is not None
+            and not s.stop.is_set()
+            and batch_key(s.seat.job) == key
         ]
-        fitting = [s for s in ready if s.seat is not None and batch_key(s.seat.job) == key]
-        fitting.sort(key=self._line_key)
-        return [s.seat for s in fitting[:room] if s.seat is not None]
+        fitting.sort(key=lambda other: self._line_key(other.state))
+        return fitting[:room]
 
     def _line_key(self, state: RunState) -> tuple[int, float, int]:
         """The order in which ready jobs take free engines: the account with the fewest jobs on

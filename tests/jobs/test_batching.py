@@ -42,6 +42,13 @@ def small(seed: int, prompt: str = "fill it") -> dict[str, Any]:
     return edit_body(SMALL_IMAGE, SMALL_MASK, prompt, seed=seed, output_format="png")
 
 
+def sized(side: int, seed: int) -> dict[str, Any]:
+    hole = np.pad(np.full((side // 2, side // 2), 255, np.uint8), side // 4)
+    return edit_body(
+        data_uri(np.full((side, side, 3), 70, np.uint8)), data_uri(hole), seed=seed, output_format="png"
+    )
+
+
 def big(seed: int = 1) -> dict[str, Any]:
     return {**BIG, "fluxFillParams": {**BIG["fluxFillParams"], "seed": seed, "output_format": "png"}}
 
@@ -174,8 +181,11 @@ def test_a_crash_in_a_batch_costs_every_job_of_the_call_an_attempt(
         assert "process stopped" in row["error"]
     assert credits == 100 - COST
     # The first job to be ready again waited for the new engine process and took the others along.
-    calls = [sorted(line.split()) for line in _calls(runlog)]  # requeued: in their new order
-    assert calls == [["1", "1", "call"], *[sorted("call 3 31 32 33".split())] * 2]
+    first, *again = _calls(runlog)
+    assert first == "call 1 1" and len(again) == 2
+    for line in again:  # queued again, they are claimed in their new order
+        count, *seeds = line.removeprefix("call ").split()
+        assert (count, sorted(seeds)) == ("3", ["31", "32", "33"])
 
 
 def test_a_job_waiting_behind_a_long_one_is_not_timed_out(
@@ -190,3 +200,31 @@ def test_a_job_waiting_behind_a_long_one_is_not_timed_out(
     waited = rows[1]["completed_at"] - rows[1]["started_at"]  # from its claim to its end
     assert waited.total_seconds() > settings.job_timeout_seconds
     assert _calls(runlog) == ["call 1 41", "call 1 42"]
+
+
+def test_a_ready_job_of_a_team_not_served_overtakes_a_backlog_prepared_before_it(
+    database_url: str, tmp_path: Path, runlog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: A's second job is prepared beside A's first; B's job is claimed and prepared
+    while A's first fills. When the engine frees, B's job goes first (A was served, B not),
+    though it was claimed after A's. (The engine batches 2, so the worker prepares 2 ahead;
+    three canvas sizes, so no two jobs share a call.)"""
+    monkeypatch.setenv("FILLFRAME_TEST_SLEEP", "0.5")
+    monkeypatch.setenv("FILLFRAME_TEST_MAX_BATCH", "2")
+    submitted: list[str] = []
+
+    async def b_arrives_while_a_fills(db: Database, caller: Caller, ids: list[str]) -> None:
+        if not submitted and _calls(runlog) == ["call 1 1"]:
+            key, _ = await create_key(db, "tenant-b", credits=100)
+            req = EditRequest.model_validate(sized(24, seed=3))
+            b = await service.submit(db, await authenticate(db, key), req, cost=COST, max_attempts=1)
+            submitted.append(b.job_id)
+            ids.append(b.job_id)
+
+    rows, _ = asyncio.run(
+        _drain(_settings(database_url, tmp_path / "data"), [big(1), small(2)], b_arrives_while_a_fills)
+    )
+    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows)
+    a_second, b_first = rows[1], rows[2]
+    assert a_second["started_at"] < b_first["started_at"]  # A's job was claimed first ...
+    assert _calls(runlog) == ["call 1 1", "call 1 3", "call 1 2"]  # ... and B's filled first
