@@ -61,7 +61,6 @@ class RunState:
     account: str = ""  # the job's account: ready jobs take engines fairly across accounts
     crashed: bool = False  # the engine's process died on it: the attempt is retried if any are left
     seat: Seat | None = None  # once prepared: its place in an engine call
-    slow: bool = False  # its fetch took too long: it lost its place in line, for good
 
     def set_progress(self, percent: int) -> None:
         self.progress = max(self.progress, min(99, int(percent)))
@@ -74,14 +73,6 @@ class RunState:
 
     def enter(self, phase: str) -> None:
         self.phase, self.since = phase, time.monotonic()
-
-    def fetching_in_line(self, now: float, slow: float) -> bool:
-        """Fetching, and still holding its place: a fetch seen taking `slow` seconds or more
-        loses it for good (the limit is shorter while an engine waits, see `_slow_prepare`)."""
-        if self.phase != "preparing" or self.slow:
-            return False
-        self.slow = now - self.since >= slow
-        return not self.slow
 
 
 @dataclass
@@ -292,21 +283,20 @@ class InThread:
 
 # A job fetching its inputs for longer than this stops counting against the jobs prepared ahead
 # and loses its place in line, so a slow image host holds up only its own job (up to
-# `max_concurrent_fetches` such jobs)...
+# `max_concurrent_fetches` such jobs).
 SLOW_PREPARE_SECONDS = 1.0
-# ... and this long while an engine slot is free: an idle engine does not wait on one image
-# host, another job is claimed (fairly) and prepared for it.
-IDLE_PREPARE_SECONDS = 0.2
 
 
-def _held_ahead(state: RunState, now: float, slow: float) -> bool:
-    """Held beside the engines: prepared, being stored, or fetching and not (yet) slow."""
-    return _in_line(state, now, slow) or state.phase == "storing"
+def _held_ahead(state: RunState, now: float) -> bool:
+    """Held beside the engines: prepared, being stored, or fetching (but not slowly)."""
+    return _in_line(state, now) or state.phase == "storing"
 
 
-def _in_line(state: RunState, now: float, slow: float) -> bool:
-    """Waiting for an engine, or soon to: prepared, or fetching and not (yet) slow."""
-    return state.phase == "waiting" or state.fetching_in_line(now, slow)
+def _in_line(state: RunState, now: float) -> bool:
+    """Waiting for an engine, or soon to: prepared, or fetching (but not slowly)."""
+    return state.phase == "waiting" or (
+        state.phase == "preparing" and now - state.since < SLOW_PREPARE_SECONDS
+    )
 
 
 class Worker:
@@ -352,10 +342,6 @@ class Worker:
         self._claims = itertools.count()
         self._stop = asyncio.Event()  # the `stop` of `run` / `_loop`
         self._carried: set[asyncio.Task[None]] = set()
-        # Jobs fetching at once: each may fetch two images (image and mask) at once, and
-        # `fetches` admits `max_concurrent_fetches`; a job claimed beyond that would wait on
-        # other jobs' image hosts for a permit, however fast its own.
-        self.fetching = max(1, settings.max_concurrent_fetches // 2)
         self._size_pipeline(1)
 
     def _size_pipeline(self, max_batch: int) -> None:
@@ -450,18 +436,14 @@ class Worker:
 
     def has_room(self, excluding: RunState | None = None) -> bool:
         """Room to claim one more job: fewer than `ahead` jobs prepared, preparing (slow fetches
-        not counted) or being stored, fewer than `fetching` preparing, and fewer than `capacity`
-        held in all. (A job is PROCESSING from its claim to its finish and counts against its
-        account's concurrency limit, so a worker holds few beyond the ones its engines fill.) A
-        job ending may claim the next one in its finish statement: it asks, `excluding` itself."""
+        not counted) or being stored, and fewer than `capacity` held in all. (A job is PROCESSING
+        from its claim to its finish and counts against its account's concurrency limit, so a
+        worker holds few beyond the ones its engines fill.) A job ending may claim the next one
+        in its finish statement: it asks, `excluding` itself."""
         if len(self.running) >= self.capacity:
             return False
-        others = [s for s in self.running.values() if s is not excluding]
-        if sum(1 for s in others if s.phase == "preparing") >= self.fetching:
-            return False
         now = time.monotonic()
-        slow = self._slow_prepare()
-        ahead = sum(1 for s in others if _held_ahead(s, now, slow))
+        ahead = sum(1 for s in self.running.values() if s is not excluding and _held_ahead(s, now))
         return ahead < self.ahead
 
     async def _wait_for_room(self, stop: asyncio.Event) -> None:
@@ -783,22 +765,14 @@ class Worker:
         filling = sum(1 for s in self.running.values() if s.phase == "filling" and s.account == state.account)
         return (filling, self._served.get(state.account, -1.0), state.seq)
 
-    def _slow_prepare(self) -> float:
-        """How long a fetch holds its place: less while an engine slot waits for work and no
-        other fetch has lost its place yet (one image host's backlog then adds a claim a
-        second, not one per IDLE_PREPARE_SECONDS: their fetches would take every permit)."""
-        idle = self._free and not any(s.slow and s.phase == "preparing" for s in self.running.values())
-        return IDLE_PREPARE_SECONDS if idle else SLOW_PREPARE_SECONDS
-
     def _first_in_line(self, state: RunState) -> bool:
         """Whether no other job ready or soon ready (`_in_line`) comes before this one in line
-        order: a job still fetching after `_slow_prepare` loses its place (a slow image host
+        order: a job still fetching after SLOW_PREPARE_SECONDS loses its place (a slow image host
         delays only it)."""
         now = time.monotonic()
         mine = self._line_key(state)
-        slow = self._slow_prepare()
         return not any(
-            other is not state and _in_line(other, now, slow) and self._line_key(other) < mine
+            other is not state and _in_line(other, now) and self._line_key(other) < mine
             for other in self.running.values()
         )
 
