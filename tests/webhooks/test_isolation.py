@@ -205,6 +205,27 @@ def test_retry_schedule_runs_on_a_fake_clock(database_url: str, tmp_path: Path) 
     assert steps == [["pending"], [], ["pending"], [], ["delivered"]]
 
 
+def test_a_410_is_the_last_attempt_even_a_day_later(database_url: str, tmp_path: Path) -> None:
+    """After a 410 nothing is ever due again: the clock moves on past every retry of the schedule."""
+    settings = settings_for(tmp_path, database_url)
+    clock = FakeClock()
+
+    async def scenario(rx: Receiver) -> list[list[str]]:
+        db = Database(database_url)
+        await queued_webhook(db, await tenant(db, "t"), rx.url(), clock)
+        deliverer = Deliverer(db, settings, clock)
+        steps = [await deliverer.deliver_due()]
+        for seconds in (1, 60, 3600, 86400, 86400):
+            clock.advance(seconds)
+            steps.append(await deliverer.deliver_due())
+        await db.close()
+        return steps
+
+    with Receiver([410]) as rx:
+        assert asyncio.run(scenario(rx)) == [["failed"], [], [], [], [], []]
+        assert [h.answered for h in rx.hits] == [410]
+
+
 def test_destination_and_pick() -> None:
     assert destination("https://Hooks.Example.com/a?b") == "https://hooks.example.com:443"
     assert destination("http://h:8080/x") == destination("http://H:8080/y") == "http://h:8080"
