@@ -420,10 +420,6 @@ class Deliverer:
         """A delivery was just queued in this process: look now rather than at the next poll."""
         self._wake.set()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
     async def claim_and_start(self) -> list[asyncio.Task[str]]:
         """Claim what the free slots allow and start an attempt task for each."""
         free = self.capacity - len(self._in_flight)
