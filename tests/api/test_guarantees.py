@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from fillframe.db import files, idempotency_keys, jobs
 from tests.utils.backends import query, sync_url
 from tests.utils.images import encode, photo
 from tests.utils.jobs import data_uri, edit_body, wait_job
+from tests.utils.poll import until
 from tests.utils.servers import LiveServer, cli, create_key, own_server
 
 LIVE_SETTINGS = {
@@ -152,14 +152,16 @@ def test_concurrency_limit_holds_while_jobs_run(live: LiveServer) -> None:
     with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
         ids = [client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"] for _ in range(6)]
         peak = 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def all_completed() -> bool:
+            """Sample how many run at once; true once every job has completed."""
+            nonlocal peak
             statuses = [j["status"] for j in client.get("/v2/jobs").json()["jobs"]]
-            peak = max(peak, statuses.count("PROCESSING"))
             assert statuses.count("PROCESSING") <= 2
-            if all(s == "COMPLETED" for s in statuses):
-                break
-            time.sleep(0.05)
+            peak = max(peak, statuses.count("PROCESSING"))
+            return all(s == "COMPLETED" for s in statuses)
+
+        until(all_completed, "all six jobs completed", 60)
         assert peak == 2
         assert {wait_job(client, i)["status"] for i in ids} == {"COMPLETED"}
 

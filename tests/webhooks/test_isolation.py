@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -20,6 +19,7 @@ from fillframe.jobs import service
 from fillframe.settings import Settings
 from fillframe.webhooks import deliver
 from fillframe.webhooks.deliver import Deliverer, HostSlots, destination, origin, pick
+from tests.utils.poll import until_async
 from tests.webhooks.helpers import edit_request
 from tests.webhooks.receiver import Receiver
 
@@ -44,13 +44,6 @@ async def attempts(db: Database) -> dict[str, tuple[str, int]]:
     async with db.read() as conn:
         rows = await conn.execute(sa.select(d.c.id, d.c.status, d.c.attempts))
         return {row.id: (row.status, row.attempts) for row in rows}
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"still not {what} after {timeout:g} s"
-        await asyncio.sleep(0.02)
 
 
 async def delivered(db: Database, *ids: str) -> bool:
@@ -98,7 +91,7 @@ def test_hanging_receivers_of_one_tenant_cost_only_their_own_deliveries(
         b_id = await queued_webhook(db, caller_b, healthy.url("/b"), clock)
         async with delivering(db, settings, clock) as deliverer:
             try:
-                await wait_until(lambda: delivered(db, b_id), "delivered to B")
+                await until_async(lambda: delivered(db, b_id), "delivered to B")
                 await asyncio.to_thread(hanging.wait_for, 4)
                 seen = await attempts(db)
                 tried = sorted(seen[i][1] for i in a_ids)
@@ -107,7 +100,7 @@ def test_hanging_receivers_of_one_tenant_cost_only_their_own_deliveries(
                 assert deliverer.slots.busy == {destination(hanging.url()): 4}
             finally:
                 release.set()
-            await wait_until(lambda: delivered(db), "all delivered")
+            await until_async(lambda: delivered(db), "all delivered")
         await db.close()
 
     with Receiver(hold=release) as hanging, Receiver() as healthy:
@@ -138,7 +131,7 @@ def test_a_long_run_of_rows_for_a_full_destination_is_skipped_in_sql(
         b_id = await queued_webhook(db, await tenant(db, "b"), healthy.url(), clock)
         async with delivering(db, settings, clock):
             try:
-                await wait_until(lambda: delivered(db, b_id), "delivered to B")
+                await until_async(lambda: delivered(db, b_id), "delivered to B")
                 assert (len(hanging.hits), hanging.open) == (1, 1)
             finally:
                 release.set()
@@ -164,7 +157,7 @@ def test_many_destinations_go_out_at_once(database_url: str, tmp_path: Path) -> 
         last = await queued_webhook(db, await tenant(db, "b"), healthy.url(), clock)
         async with delivering(db, settings, clock):
             try:
-                await wait_until(lambda: delivered(db, last), "delivered to the last tenant")
+                await until_async(lambda: delivered(db, last), "delivered to the last tenant")
                 for rx in hanging:
                     await asyncio.to_thread(rx.wait_for, 1)
                 assert [rx.open for rx in hanging] == [1] * len(hanging)
