@@ -269,12 +269,29 @@ def test_a_worker_holds_no_more_jobs_than_its_pipeline_has_room_for(
     assert 1 <= held <= 2  # the job filling and the one prepared beside it (one engine slot)
 
 
-async def _most_held(settings: Settings, backlog: int) -> int:
-    """The most jobs PROCESSING at once while one worker drains part of `backlog` jobs."""
+def test_jobs_prepared_ahead_count_against_the_accounts_concurrency_limit(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claimed job is PROCESSING (as the API shows it) whether it is filling or prepared
+    beside the engine, and maxConcurrentJobs counts jobs in PROCESSING: an account at its limit
+    gets no job prepared ahead, so it never has more PROCESSING than its limit."""
+    monkeypatch.setenv("FILLFRAME_TEST_SLEEP", "0.3")
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=database_url, poll_seconds=0.05, webhook_concurrency=0
+    )
+    assert asyncio.run(_most_held(settings, backlog=10, limit=1)) == 1
+
+
+async def _most_held(settings: Settings, backlog: int, limit: int | None = None) -> int:
+    """The most jobs PROCESSING at once while one worker drains part of `backlog` jobs (of an
+    account whose maxConcurrentJobs is `limit`, when given)."""
     db = Database(settings.db_url)
     try:
         key, _ = await create_key(db, "backlog")
         caller = await authenticate(db, key)
+        if limit is not None:
+            async with db.write() as conn:
+                await conn.execute(accounts.update().values(max_concurrent_jobs=limit))
         req = EditRequest.model_validate(edit_body(IMAGE, MASK))
         for _ in range(backlog):
             await service.submit(db, caller, req, cost=0, max_attempts=1)
