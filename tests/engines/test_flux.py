@@ -36,6 +36,7 @@ from fillframe.errors import Cancelled
 from fillframe.imaging.canvas import outpaint_canvas
 from fillframe.settings import FluxSettings, Settings
 from tests.utils.images import box_mask, photo
+from tests.utils.jobs import wait_job
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -317,7 +318,6 @@ def test_live_service_with_flux_engine(tiny_folder: Path, tmp_path: Path) -> Non
     """`fillframe serve` on the flux engine with the tiny weights: a job completes, pixels kept."""
     import base64
     import io
-    import time
 
     import httpx
     from PIL import Image
@@ -342,11 +342,7 @@ def test_live_service_with_flux_engine(tiny_folder: Path, tmp_path: Path) -> Non
         body = {"model": "flux-fill-pro", "fluxFillParams": params}
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=30) as client:
             job_id = client.post("/v2/images/edit", json=body).json()["jobId"]
-            for _ in range(1200):
-                view = client.get(f"/v2/jobs/{job_id}").json()
-                if view["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
-                    break
-                time.sleep(0.05)
+            view = wait_job(client, job_id, timeout=60)
             assert view["status"] == "COMPLETED", view
             stored = client.get(view["result"]["images"][0]).content
         out = np.asarray(Image.open(io.BytesIO(stored)).convert("RGB"))

@@ -10,7 +10,6 @@ are claimed and prepared while it runs, so they are all ready when the engine fr
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from fillframe.jobs.worker import Worker
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore
 from tests.utils.jobs import data_uri, edit_body
+from tests.utils.poll import until_async
 
 BIG = edit_body(
     data_uri(np.full((32, 32, 3), 60, np.uint8)), data_uri(np.pad(np.full((16, 16), 255, np.uint8), 8))
@@ -90,16 +90,18 @@ async def _drain(
         worker = Worker(settings, db, BlobStore(settings.storage))
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run(stop))
-        deadline = time.monotonic() + 60
+
+        async def all_ended() -> list[Any] | None:
+            if during is not None:
+                await during(db, caller, ids)
+            async with db.read() as conn:
+                rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).mappings().all()
+            return (
+                list(rows) if all(r["status"] in ("COMPLETED", "FAILED", "CANCELLED") for r in rows) else None
+            )
+
         try:
-            while time.monotonic() < deadline:
-                if during is not None:
-                    await during(db, caller, ids)
-                async with db.read() as conn:
-                    rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).mappings().all()
-                if all(r["status"] in ("COMPLETED", "FAILED", "CANCELLED") for r in rows):
-                    break
-                await asyncio.sleep(0.05)
+            rows = await until_async(all_ended, "ended, every batched job", every=0.05)
         finally:
             stop.set()
             await running
