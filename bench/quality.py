@@ -4,6 +4,7 @@ and OpenCV Telea, all measured in the same run.
     .venv/bin/python bench/quality.py            # 8 photos, 512² and 1024² (about 20 min, 1 core)
     .venv/bin/python bench/quality.py --quick    # 3 photos at 512² (about a minute)
     .venv/bin/python bench/quality.py --extras   # outpaint seams, cost in a 4096² photo
+    .venv/bin/python bench/quality.py --only brick gravel > b.log; ... --from-log a.log b.log
 
 Cases: box 10% and 25%, brush 15% (fixed seeds), outpaint right by 50% (the right third of the
 photo is new canvas) and zoom out 1.5x (only the central 1/1.5 of the photo is kept); the truth
@@ -365,6 +366,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 photos at 512² only")
     parser.add_argument("--sizes", type=int, nargs="*", help="override the frame sizes")
     parser.add_argument("--photos", type=int, help="only the first N photos")
+    parser.add_argument(
+        "--only", nargs="*", choices=PHOTOS, help="only these photos (join split runs with --from-log)"
+    )
     parser.add_argument("--extras", action="store_true", help="only outpaint seams and 4096² scaling")
     parser.add_argument(
         "--from-log", nargs="*", help="summarise the `case` lines of earlier runs' output instead of running"
@@ -381,7 +385,7 @@ def main() -> None:
         run_outpaint()
         run_scaling()
         return
-    photos = (QUICK_PHOTOS if args.quick else PHOTOS)[: args.photos]
+    photos = tuple(args.only) if args.only else (QUICK_PHOTOS if args.quick else PHOTOS)[: args.photos]
     sizes = args.sizes or ([512] if args.quick else [512, 1024])
     cells = run_cases(photos, sizes, not args.no_sheets)
     report(cells, sizes)
