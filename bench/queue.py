@@ -10,12 +10,16 @@ ratio shows what our whole pipeline costs over raw round trips. Each row also gi
 worker processes and the PostgreSQL server spent per job (from /proc), which says where a
 2-core machine's capacity goes.
 
+Then the process hop's cost per job: the bench's 8x8 job filled by the no-op engine through an
+engine host (the worker's child process) against the same engine in a thread, median of
+`--hop-runs` (`bench/e2e.py` measures it at larger sizes too).
+
 2000 jobs by default: 400 drained in about 1.3 s, short enough for one slow moment of the shared
 machine to move the figure by a fifth. `--tenants N` spreads the jobs over N accounts (the claim
 is fair across accounts, and its cost grows with the accounts that have jobs queued).
 
 Usage: .venv/bin/python -m bench.queue [--jobs 2000] [--backends sqlite,postgresql]
-       [--workers 1,2,4] [--tenants 1] [--no-latency]
+       [--workers 1,2,4] [--tenants 1] [--no-latency] [--hop-runs 300]
 """
 
 from __future__ import annotations
@@ -43,11 +47,16 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.e2e import fill_ms
 from fillframe.accounts import authenticate, set_limits
 from fillframe.accounts import create_key as create_account
 from fillframe.contract import EditRequest
 from fillframe.db import Database
+from fillframe.engines.base import create_engine
+from fillframe.engines.host import EngineHost
 from fillframe.jobs import service
+from fillframe.jobs.worker import InThread
+from fillframe.settings import Settings
 from tests.utils.backends import create_pg_database, drop_pg_database, query, sync_url
 from tests.utils.jobs import data_uri, edit_body
 from tests.utils.servers import LiveServer, WorkerProcess, create_key, fillframe_env
@@ -222,6 +231,18 @@ def bare_sql_queue(backend: str, n: int) -> float:
         return rate
 
 
+async def hop_cost(runs: int) -> tuple[float, float]:
+    """Median ms of one fill of the bench's 8x8 job: through an engine host, and in a thread."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), engine="tests.utils.engines:NoopEngine")
+        host = EngineHost(settings)
+        await host.start()
+        try:
+            return await fill_ms(host, 8, runs), await fill_ms(InThread(create_engine(settings)), 8, runs)
+        finally:
+            await host.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
@@ -230,6 +251,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="worker process counts, comma-separated")
     parser.add_argument("--tenants", type=int, default=1, help="accounts the jobs are spread over")
     parser.add_argument("--no-latency", action="store_true", help="skip the dispatch latency runs")
+    parser.add_argument("--hop-runs", type=int, default=300, help="fills timed for the hop's cost (0: skip)")
     args = parser.parse_args()
     print(f"{args.jobs} jobs over {args.tenants} account(s)")
     print(
@@ -249,6 +271,12 @@ def main() -> None:
             continue
         p50, p99 = dispatch_latency(backend, args.latency_samples)
         print(f"{backend:11} dispatch (submit -> PROCESSING): p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+    if args.hop_runs:
+        hosted, threaded = asyncio.run(hop_cost(args.hop_runs))
+        print(
+            f"process hop (8x8 no-op fill, median of {args.hop_runs}): engine host {hosted:.3f} ms,"
+            f" in a thread {threaded:.3f} ms: {hosted - threaded:+.3f} ms per job"
+        )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 import uvicorn
 
 from fillframe.api.app import create_app
-from fillframe.cli import load_and_log, migrate_db
+from fillframe.cli.common import load_and_log, migrate_db
 from fillframe.engines import create_engine
 
 

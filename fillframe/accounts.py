@@ -179,6 +179,11 @@ KEY_COLUMNS = (
 )
 
 
+def key_status(row: dict[str, Any]) -> str:
+    """`revoked`, `active` or `inactive`, as the CLI and the admin API show a key row."""
+    return "revoked" if row["revoked_at"] else ("active" if row["active"] else "inactive")
+
+
 async def list_keys(db: Database, team_id: str | None = None) -> list[dict[str, Any]]:
     """Keys (never the keys themselves), oldest first; of one team when `team_id` is given."""
     query = sa.select(*KEY_COLUMNS).order_by(api_keys.c.created_at)
@@ -212,9 +217,10 @@ async def _change_key(
     return row
 
 
-async def revoke_key(db: Database, key_id: str, *, actor: str = "cli") -> bool:
+async def revoke_key(db: Database, key_id: str, *, actor: str = "cli") -> dict[str, Any] | None:
+    """Revoke an unrevoked key; its row as it is now, or None when there is no such key."""
     values = {"revoked_at": utcnow(), "active": False}
-    return await _change_key(db, key_id, values, "key.revoke", actor) is not None
+    return await _change_key(db, key_id, values, "key.revoke", actor)
 
 
 async def set_key_active(db: Database, key_id: str, active: bool, *, actor: str = "cli") -> bool:

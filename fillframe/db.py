@@ -213,6 +213,8 @@ webhook_deliveries = sa.Table(
     sa.Column("job_id", sa.ForeignKey("jobs.id"), nullable=False),
     sa.Column("event", sa.String(16), nullable=False),  # completed | failed
     sa.Column("url", sa.Text, nullable=False),
+    # `scheme://host:port` of the URL (deliver.destination): what the per-host cap counts
+    sa.Column("destination", sa.Text, nullable=False, server_default=""),
     sa.Column("payload", sa.Text, nullable=False),  # the exact body, byte-identical on every attempt
     sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | failed
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -224,6 +226,14 @@ webhook_deliveries = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("job_id", "event", name="uq_webhook_job_event"),
     sa.Index("ix_webhook_due", "status", "next_attempt_at"),
+    # Attempts in flight per destination, counted by every claim (the few claimed rows only).
+    sa.Index(
+        "ix_webhook_in_flight",
+        "destination",
+        "next_attempt_at",
+        sqlite_where=sa.text("locked_by IS NOT NULL"),
+        postgresql_where=sa.text("locked_by IS NOT NULL"),
+    ),
 )
 
 

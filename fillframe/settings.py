@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     webhook_per_host: int = Field(
         default=8,
         ge=1,
-        description="Of those, attempts in flight to one destination (scheme, host, port).",
+        description="Attempts in flight to one destination (scheme, host, port), over all processes.",
     )
 
     # flux engine (optional extra `fillframe[flux]`): FLUX.1 Fill [dev] through diffusers, offline.

@@ -3,18 +3,21 @@ that deletes and answers 410, and a SIGTERM that loses no job."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body, submit_and_wait, wait_job
-from tests.utils.servers import LiveServer, create_key, own_server
+from tests.utils.servers import FillframeProcess, LiveServer, WorkerProcess, create_key, own_server
 
 LIVE_SETTINGS = {"engine": "tests.utils.engines:SleepEngine", "test_sleep": "0.1"}
 IMAGE = data_uri(np.full((32, 32, 3), 70, np.uint8))
@@ -114,36 +117,73 @@ def test_retention_deletes_outputs_and_links_answer_410(tmp_path: Path, backend:
             assert rows == [(True,)]
 
 
-def test_sigterm_finishes_the_running_job_within_the_grace_period(tmp_path: Path, backend: str) -> None:
-    with own_server(
-        tmp_path / "data", backend, engine="tests.utils.engines:SleepEngine", test_sleep="2",
-        shutdown_grace_seconds="15",
-    ) as server:  # fmt: skip
-        key = create_key(server.env, "graceful")
-        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
-            job_id = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
-            wait_job(client, job_id, until={"PROCESSING"})
-        # uvicorn re-raises the signal once shut down, so the exit status is -SIGTERM, not a crash.
-        assert server.stop(signal.SIGTERM, timeout=25) in (0, -signal.SIGTERM)
-        assert query(server.env, "SELECT status FROM jobs WHERE id = :j", j=job_id) == [("COMPLETED",)]
-
-
-def test_sigterm_hands_a_long_job_back_to_the_queue(tmp_path: Path, backend: str) -> None:
-    with own_server(
-        tmp_path / "data", backend, engine="tests.utils.engines:SleepEngine", test_sleep="60",
-        shutdown_grace_seconds="1",
-    ) as server:  # fmt: skip
-        key = create_key(server.env, "impatient")
-        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
-            job_id = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
-            wait_job(client, job_id, until={"PROCESSING"})
-        assert server.stop(signal.SIGTERM, timeout=20) in (0, -signal.SIGTERM)
-        rows = query(server.env, "SELECT status, attempts, worker_id FROM jobs WHERE id = :j", j=job_id)
-        assert rows == [("QUEUED", 0, None)]
-        # The next server picks it up again.
-        second = LiveServer({**server.env, "FILLFRAME_TEST_SLEEP": "0.1"})
+@contextlib.contextmanager
+def api_and_worker(
+    tmp_path: Path, backend: str, role: str, **settings: str
+) -> Iterator[tuple[LiveServer, FillframeProcess]]:
+    """`fillframe serve` with its in-process worker, or `serve --no-worker` beside a `fillframe
+    worker`: the API to submit through, and the process whose worker a signal stops. Both start
+    and stop their worker through the same code (`fillframe/jobs/runner.py`)."""
+    if role == "serve":
+        with own_server(tmp_path / "data", backend, **settings) as server:
+            yield server, server
+        return
+    with own_server(tmp_path / "data", backend, "--no-worker", **settings) as api:
+        worker = WorkerProcess(api.env, tmp_path / "worker.log")
         try:
-            with httpx.Client(base_url=second.url, headers={"X-API-Key": key}) as client:
+            yield api, worker
+        finally:
+            worker.stop()
+
+
+def wait_filling(client: httpx.Client, job_id: str, timeout: float = 30.0) -> None:
+    """Until an engine is on the job: a PROCESSING job may still be fetching its inputs, and a
+    stop hands back (does not finish) a job that no engine has started."""
+    deadline = time.monotonic() + timeout
+    while client.get(f"/v2/jobs/{job_id}").json()["progress"] == 0:
+        assert time.monotonic() < deadline, "no engine started on the job"
+        time.sleep(0.05)
+
+
+def next_worker(role: str, env: dict[str, str], log_path: Path) -> FillframeProcess:
+    return LiveServer(env) if role == "serve" else WorkerProcess(env, log_path)
+
+
+@pytest.mark.parametrize("role", ["serve", "worker"])
+def test_sigterm_finishes_the_running_job_within_the_grace_period(
+    tmp_path: Path, backend: str, role: str
+) -> None:
+    with api_and_worker(
+        tmp_path, backend, role, engine="tests.utils.engines:SleepEngine", test_sleep="2",
+        shutdown_grace_seconds="15",
+    ) as (api, worker):  # fmt: skip
+        key = create_key(api.env, "graceful")
+        with httpx.Client(base_url=api.url, headers={"X-API-Key": key}) as client:
+            job_id = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
+            wait_filling(client, job_id)
+        # uvicorn re-raises the signal once shut down, so the exit status is -SIGTERM, not a crash.
+        assert worker.stop(signal.SIGTERM, timeout=25) in (0, -signal.SIGTERM)
+        assert query(api.env, "SELECT status FROM jobs WHERE id = :j", j=job_id) == [("COMPLETED",)]
+
+
+@pytest.mark.parametrize("role", ["serve", "worker"])
+def test_sigterm_hands_a_long_job_back_to_the_queue(tmp_path: Path, backend: str, role: str) -> None:
+    with api_and_worker(
+        tmp_path, backend, role, engine="tests.utils.engines:SleepEngine", test_sleep="60",
+        shutdown_grace_seconds="1",
+    ) as (api, worker):  # fmt: skip
+        key = create_key(api.env, "impatient")
+        with httpx.Client(base_url=api.url, headers={"X-API-Key": key}) as client:
+            job_id = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"]
+            wait_job(client, job_id, until={"PROCESSING"})
+        assert worker.stop(signal.SIGTERM, timeout=20) in (0, -signal.SIGTERM)
+        rows = query(api.env, "SELECT status, attempts, worker_id FROM jobs WHERE id = :j", j=job_id)
+        assert rows == [("QUEUED", 0, None)]
+        # The next worker picks it up again.
+        second = next_worker(role, {**api.env, "FILLFRAME_TEST_SLEEP": "0.1"}, tmp_path / "second.log")
+        url = second.url if isinstance(second, LiveServer) else api.url
+        try:
+            with httpx.Client(base_url=url, headers={"X-API-Key": key}) as client:
                 assert wait_job(client, job_id)["status"] == "COMPLETED"
         finally:
             second.stop()

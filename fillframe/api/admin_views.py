@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fillframe.accounts import key_status
 from fillframe.contract import JobStatus, JobView, Role
 from fillframe.jobs.store import iso
 
@@ -175,14 +176,13 @@ def user_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def key_view(row: dict[str, Any]) -> dict[str, Any]:
-    status = "revoked" if row["revoked_at"] else ("active" if row["active"] else "inactive")
     return {
         "id": row["id"],
         "teamId": row["account_id"],
         "userId": row["user_id"],
         "name": row["name"],
         "prefix": row["prefix"],
-        "status": status,
+        "status": key_status(row),
         "rateLimitPerMinute": row["rate_limit_per_minute"],
         "createdAt": iso(row["created_at"]),
     }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -18,13 +17,12 @@ from fillframe.api.middleware import BodyLimit, RequestContext
 from fillframe.api.routes import account, admin, edit, files, health, jobs, uploads, web
 from fillframe.db import Database
 from fillframe.jobs.queue import Notifier, listen
+from fillframe.jobs.runner import worker_running
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore
 
 if TYPE_CHECKING:
     from fillframe.engines.base import Engine
-
-log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
@@ -33,45 +31,21 @@ async def _worker_running(app: FastAPI, settings: Settings, engine: Engine | Non
     process (never in this one), in the background, so the API answers at once (jobs wait QUEUED
     until the engine is ready); `/readyz` tells which.
     """
-    from fillframe.jobs.worker import Worker, stop_gracefully
+    from fillframe.jobs.worker import Worker
 
-    stop = asyncio.Event()
-    app.state.worker = None
-    worker = Worker(settings, app.state.db, app.state.store, engine, app.state.notifier)
-
-    async def start_and_run() -> None:
-        starting = asyncio.ensure_future(worker.start())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not starting.done():  # stopped while the engine was still loading
-            starting.cancel()
-            await worker.close()
-            return
-        starting.result()
-        app.state.worker = worker
-        await worker.run(stop)
-
-    def stop_if_failed(task: asyncio.Task[None]) -> None:
-        """A worker that cannot start (its engine failed to load) takes the server down, loudly."""
-        if task.cancelled() or task.exception() is None:
-            return
-        app.state.worker_failure = task.exception()
-        log.critical("the in-process worker stopped: %s", task.exception(), exc_info=task.exception())
-        stop_server = getattr(app.state, "stop_server", None)  # set by `fillframe serve`
-        if stop_server is not None:
-            stop_server()
+    def take_server_down(_failure: BaseException) -> None:
+        """A worker that ends on its own (its engine failed to load, or it crashed) takes the server
+        down; `fillframe serve` then says why (the runner has logged it)."""
+        stop = getattr(app.state, "stop_server", None)  # set by `fillframe serve`
+        if stop is not None:
+            stop()
         else:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    task = asyncio.create_task(start_and_run())
-    task.add_done_callback(stop_if_failed)
-    try:
+    worker = Worker(settings, app.state.db, app.state.store, engine, app.state.notifier)
+    async with worker_running(worker, settings.shutdown_grace_seconds, on_failure=take_server_down) as run:
+        app.state.worker = run
         yield
-    finally:
-        stop.set()
-        await stop_gracefully(worker, task, settings.shutdown_grace_seconds)
-        await worker.close()  # when it never got to run (its engine was still loading)
 
 
 def create_app(settings: Settings, *, run_worker: bool = False, engine: Engine | None = None) -> FastAPI:

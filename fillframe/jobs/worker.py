@@ -683,15 +683,3 @@ class Worker:
         self.store.put_blocking(key, done.data)
         content_type = done.content_type or EXTENSION_TYPES[done.ext]
         return StoredFile(file_id, key, done.ext, content_type, len(done.data)), done.notes
-
-
-async def stop_gracefully(worker: Worker | None, task: asyncio.Task[None], grace: float) -> None:
-    """After `stop` is set: let running jobs finish within `grace`, then hand them back."""
-    try:
-        await asyncio.wait_for(asyncio.shield(task), grace)
-    except TimeoutError:
-        if worker is not None:
-            worker.shutdown_running()
-        await asyncio.wait_for(task, 10)
-    except Exception:
-        pass  # the task's own failure was already reported by whoever watched it

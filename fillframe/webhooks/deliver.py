@@ -9,10 +9,13 @@ UPDATE SKIP LOCKED on PostgreSQL, under BEGIN IMMEDIATE on SQLite) that also pus
 retries once the lease runs out.
 
 Isolation per destination: each process keeps up to `webhook_concurrency` attempts in flight at
-once, at most `webhook_per_host` of them to one destination (scheme, host and port). A claim
-skips the rows of destinations already at their cap, so a tenant whose receivers hang holds at
-most that many slots per host, each for at most `webhook_timeout_seconds`, and everyone else's
-deliveries go out past them.
+once, and at most `webhook_per_host` are in flight to one destination (scheme, host and port,
+stored on the row at enqueue) over all the processes that share the database: the claim counts
+the rows claimed and still under their lease per destination, under one lock (an advisory lock
+on PostgreSQL, BEGIN IMMEDIATE on SQLite), and skips the rows of destinations at their cap. A
+process that dies mid-attempt holds its slots only until their lease runs out. So a tenant whose
+receivers hang holds at most that many slots per host, each for at most
+`webhook_timeout_seconds`, and everyone else's deliveries go out past them.
 
 Schedule: attempts at 0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h after the
 first, each gap with +-10 % jitter (`webhook_schedule_scale` shrinks it for tests), read from a
@@ -32,7 +35,6 @@ import contextlib
 import logging
 import os
 import random
-import re
 import socket
 import time
 import uuid
@@ -46,7 +48,7 @@ import httpx
 import sqlalchemy as sa
 
 from fillframe.clock import SYSTEM, Clock
-from fillframe.db import Connection, Database, api_keys, jobs, utcnow, webhook_deliveries
+from fillframe.db import Connection, Database, UTCDateTime, api_keys, jobs, utcnow, webhook_deliveries
 from fillframe.imaging.fetch import Refused, Unresolved, checked_addresses, send_pinned, tls_context
 from fillframe.settings import Settings
 from fillframe.webhooks import events, sign
@@ -105,6 +107,7 @@ async def enqueue(
             job_id=job_id,
             event=event,
             url=url,
+            destination=destination(url),
             payload=events.encode(payload).decode(),
             status="pending",
             attempts=0,
@@ -142,73 +145,15 @@ def destination(url: str) -> str:
     return f"{parsed.scheme}://{parsed.host.lower()}:{port}"
 
 
-def origin(url: str) -> str | None:
-    """`scheme://netloc` as spelled in `url`: the claim query skips the URLs of origins whose
-    destination is at its cap (the SQL cannot parse URLs; `pick` checks what it lets through)."""
-    scheme, sep, rest = url.partition("://")
-    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    return f"{scheme}://{netloc}" if sep and netloc else None
-
-
-def _not_at(spelled: str) -> sa.ColumnElement[bool]:
-    """The URL is not `spelled` (an origin) or a URL under it."""
-    under = [d.c.url.startswith(spelled + end, autoescape=True) for end in "/?#"]
-    return sa.not_(sa.or_(d.c.url == spelled, *under))
-
-
-class HostSlots:
-    """Attempts in flight from this process, counted per destination, against a cap per host."""
-
-    def __init__(self, per_host: int) -> None:
-        self.per_host = per_host
-        self.busy: Counter[str] = Counter()
-        self._spellings: dict[str, Counter[str]] = {}
-
-    def room(self, host: str) -> int:
-        return max(self.per_host - self.busy[host], 0)
-
-    def take(self, url: str) -> str:
-        host = destination(url)
-        self.busy[host] += 1
-        spelled = origin(url)
-        if spelled is not None:
-            self._spellings.setdefault(host, Counter())[spelled] += 1
-        return host
-
-    def give(self, url: str) -> None:
-        host = destination(url)
-        self.busy[host] -= 1
-        if self.busy[host] <= 0:
-            del self.busy[host]
-        spellings = self._spellings.get(host)
-        spelled = origin(url)
-        if spellings is not None and spelled is not None:
-            spellings[spelled] -= 1
-            if spellings[spelled] <= 0:
-                del spellings[spelled]
-            if not spellings:
-                del self._spellings[host]
-
-    def full_origins(self) -> list[str]:
-        """Origins, as spelled, of the destinations at their cap (for the claim to skip in SQL)."""
-        return sorted(
-            spelled
-            for host, spellings in self._spellings.items()
-            if self.room(host) == 0
-            for spelled in spellings
-        )
-
-
-def pick(candidates: Iterable[tuple[str, str]], room: Mapping[str, int] | HostSlots, limit: int) -> list[str]:
-    """Ids of at most `limit` candidates `(id, url)`, in order, none past its host's room."""
+def pick(candidates: Iterable[tuple[str, str]], room: Mapping[str, int], limit: int) -> list[str]:
+    """Ids of at most `limit` candidates `(id, destination)`, in order, none past its
+    destination's room (absent: no room)."""
     taken: Counter[str] = Counter()
     chosen: list[str] = []
-    for row_id, url in candidates:
+    for row_id, host in candidates:
         if len(chosen) >= limit:
             break
-        host = destination(url)
-        free = room.room(host) if isinstance(room, HostSlots) else room.get(host, 0)
-        if taken[host] < free:
+        if taken[host] < room.get(host, 0):
             taken[host] += 1
             chosen.append(row_id)
     return chosen
@@ -232,6 +177,45 @@ class Claimed:
 # run of rows for destinations at their cap.
 _SCAN_PER_SLOT = 8
 _MAX_SCAN = 2000
+# Serialises claims across processes (PostgreSQL), so two cannot both see a host's last free
+# slot; held only for the claim's transaction. SQLite's BEGIN IMMEDIATE does the same.
+CLAIM_LOCK = 7300419
+
+
+def _in_flight_now(now: datetime) -> sa.ColumnElement[bool]:
+    """Rows with an attempt in flight: claimed (`locked_by`) and their lease not yet run out. A
+    lease that ran out (its process died) no longer counts, so the slot it held comes back."""
+    return sa.and_(d.c.locked_by.is_not(None), d.c.status == "pending", d.c.next_attempt_at > now)
+
+
+async def in_flight_per_host(conn: Connection, now: datetime) -> dict[str, int]:
+    """Attempts in flight per destination, by every process that shares this database."""
+    count = sa.func.count().label("attempts")
+    query = sa.select(d.c.destination, count).where(_in_flight_now(now)).group_by(d.c.destination)
+    return {row.destination: row.attempts for row in await conn.execute(query)}
+
+
+def _due(now: datetime | sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
+    return sa.and_(d.c.status == "pending", d.c.next_attempt_at <= now)
+
+
+# Most polls find nothing due: one probe of `ix_webhook_due` says so.
+_ANY_DUE = sa.select(sa.exists().where(_due(sa.bindparam("now", type_=UTCDateTime()))))
+
+
+async def _choose(conn: Connection, now: datetime, limit: int, per_host: int) -> list[str]:
+    """Ids of up to `limit` due deliveries, longest due first, within each destination's room
+    (`per_host` less its attempts in flight); the rows of destinations at their cap are left out
+    by the query itself."""
+    busy = await in_flight_per_host(conn, now)
+    full = [host for host, count in busy.items() if count >= per_host]
+    due = sa.select(d.c.id, d.c.destination).where(_due(now))
+    if full:
+        due = due.where(d.c.destination.not_in(full))
+    due = due.order_by(d.c.next_attempt_at).limit(min(limit * _SCAN_PER_SLOT, _MAX_SCAN))
+    candidates = [(row.id, row.destination) for row in await conn.execute(due)]
+    room = {host: per_host - busy.get(host, 0) for _, host in candidates}
+    return pick(candidates, room, limit)
 
 
 async def claim(
@@ -240,40 +224,40 @@ async def claim(
     lease_seconds: float,
     *,
     limit: int = 1,
-    slots: HostSlots | None = None,
+    per_host: int | None = None,
     clock: Clock = SYSTEM,
 ) -> list[Claimed]:
     """Take up to `limit` deliveries due longest ago, count the attempt and lease them to `token`,
-    none to a destination `slots` says is at its cap. Idle pollers only read."""
+    so that no destination has more than `per_host` (default: `limit`) attempts in flight, counted
+    in the database over every process. A poll that finds nothing it may take (nothing due, or
+    only rows of destinations at their cap) only reads; otherwise the choice is made again under
+    the claim lock and taken in the same transaction."""
     now = clock.now()
-    slots = slots or HostSlots(limit)
-    due = sa.select(d.c.id, d.c.url).where(d.c.status == "pending", d.c.next_attempt_at <= now)
-    for spelled in slots.full_origins():
-        due = due.where(_not_at(spelled))
-    due = due.order_by(d.c.next_attempt_at).limit(min(limit * _SCAN_PER_SLOT, _MAX_SCAN))
-    # A read takes no write lock, and most polls find nothing.
+    per_host = per_host or limit
     async with db.read() as conn:
-        chosen = pick([(row.id, row.url) for row in await conn.execute(due)], slots, limit)
-    if not chosen:
-        return []
-    still_due = sa.select(d.c.id).where(
-        d.c.id.in_(chosen), d.c.status == "pending", d.c.next_attempt_at <= now
-    )
-    if not db.is_sqlite:
-        # Another process may be claiming the same rows: skip those it holds, never wait on them.
-        still_due = still_due.with_for_update(skip_locked=True)
-    stmt = (
-        d.update()
-        .where(d.c.id.in_(still_due))
-        .values(
-            attempts=d.c.attempts + 1,
-            locked_by=token,
-            next_attempt_at=now + timedelta(seconds=lease_seconds),
-            updated_at=now,
-        )
-        .returning(d.c.id, d.c.job_id, d.c.event, d.c.url, d.c.payload, d.c.attempts)
-    )
+        if not await conn.scalar(_ANY_DUE, {"now": now}) or not await _choose(conn, now, limit, per_host):
+            return []
     async with db.write() as conn:
+        if not db.is_sqlite:
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK)))
+        chosen = await _choose(conn, now, limit, per_host)
+        if not chosen:
+            return []
+        still_due = sa.select(d.c.id).where(d.c.id.in_(chosen), _due(now))
+        if not db.is_sqlite:
+            # A row being recorded or enqueued elsewhere: skip it, never wait on it.
+            still_due = still_due.with_for_update(skip_locked=True)
+        stmt = (
+            d.update()
+            .where(d.c.id.in_(still_due))
+            .values(
+                attempts=d.c.attempts + 1,
+                locked_by=token,
+                next_attempt_at=now + timedelta(seconds=lease_seconds),
+                updated_at=now,
+            )
+            .returning(d.c.id, d.c.job_id, d.c.event, d.c.url, d.c.payload, d.c.attempts)
+        )
         rows = (await conn.execute(stmt)).all()
         keys = await signing_keys(conn, {row.job_id for row in rows}) if rows else {}
     order = {row_id: i for i, row_id in enumerate(chosen)}
@@ -402,8 +386,9 @@ _MIN_POLL_SECONDS = 0.5
 class Deliverer:
     """Delivers due outbox rows from this process; any number of processes may run one.
 
-    Up to `webhook_concurrency` attempts run at once as tasks, at most `webhook_per_host` to one
-    destination; a finished attempt frees its slot and wakes the claim at once.
+    Up to `webhook_concurrency` attempts run at once as tasks (at most `webhook_per_host` to one
+    destination over all processes, see `claim`); a finished attempt frees its slot and wakes the
+    claim at once.
     """
 
     def __init__(self, db: Database, settings: Settings, clock: Clock = SYSTEM) -> None:
@@ -411,7 +396,6 @@ class Deliverer:
         self.settings = settings
         self.clock = clock
         self.capacity = max(settings.webhook_concurrency, 1)
-        self.slots = HostSlots(settings.webhook_per_host)
         self.token_prefix = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[str]] = set()
@@ -432,11 +416,15 @@ class Deliverer:
         timeout = self.settings.webhook_timeout_seconds
         token = f"{self.token_prefix}:{uuid.uuid4().hex[:8]}"
         claimed = await claim(
-            self.db, token, timeout + _LEASE_MARGIN_SECONDS, limit=free, slots=self.slots, clock=self.clock
+            self.db,
+            token,
+            timeout + _LEASE_MARGIN_SECONDS,
+            limit=free,
+            per_host=self.settings.webhook_per_host,
+            clock=self.clock,
         )
         started = []
         for one in claimed:
-            self.slots.take(one.url)
             task = asyncio.create_task(self._attempt(one))
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
@@ -459,8 +447,6 @@ class Deliverer:
             # The lease brings the row back to some deliverer; this one only logs.
             log.exception("webhook %s: attempt %d could not be recorded", claimed.id, claimed.attempts)
             return "lost"
-        finally:
-            self.slots.give(claimed.url)
         log.info(
             "webhook %s (%s, job %s) attempt %d: %s%s",
             claimed.id,

@@ -1,6 +1,7 @@
 """Deliveries isolated per destination: a tenant whose receivers hang holds only its host's
-slots, the cap per host holds at the receiver, and the retry schedule runs on a fake clock.
-In-process, on a real database, to real receivers on loopback."""
+slots, the cap per host holds at the receiver (over several deliverers sharing the database
+too), and the retry schedule runs on a fake clock. In-process, on a real database, to real
+receivers on loopback."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fillframe.db import Database, webhook_deliveries
 from fillframe.jobs import service
 from fillframe.settings import Settings
 from fillframe.webhooks import deliver
-from fillframe.webhooks.deliver import Deliverer, HostSlots, destination, origin, pick
+from fillframe.webhooks.deliver import Deliverer, destination, in_flight_per_host, pick
 from tests.webhooks.helpers import edit_request
 from tests.webhooks.receiver import Receiver
 
@@ -104,7 +105,9 @@ def test_hanging_receivers_of_one_tenant_cost_only_their_own_deliveries(
                 tried = sorted(seen[i][1] for i in a_ids)
                 assert tried == [0] * 96 + [1] * 4, "A's deliveries beyond its host's cap waited"
                 assert (len(hanging.hits), hanging.open) == (4, 4)
-                assert deliverer.slots.busy == {destination(hanging.url()): 4}
+                async with db.read() as conn:
+                    busy = await in_flight_per_host(conn, clock.now())
+                assert busy == {destination(hanging.url()): 4} and deliverer.in_flight == 4
             finally:
                 release.set()
             await wait_until(lambda: delivered(db), "all delivered")
@@ -209,16 +212,55 @@ def test_destination_and_pick() -> None:
     assert destination("https://Hooks.Example.com/a?b") == "https://hooks.example.com:443"
     assert destination("http://h:8080/x") == destination("http://H:8080/y") == "http://h:8080"
     assert destination("http://h/x") != destination("http://h:8080/x")
-    assert origin("http://h:8080/x/y") == origin("http://h:8080") == "http://h:8080"
-    assert origin("http://H?x=/") == "http://H" and origin("not a url") is None
-    rows = [(f"a{i}", "http://a/x") for i in range(5)] + [("b", "http://b/"), ("a9", "http://A/")]
+    rows = [(f"a{i}", "http://a:80") for i in range(5)] + [("b", "http://b:80"), ("a9", "http://a:80")]
     assert pick(rows, {"http://a:80": 2, "http://b:80": 2}, limit=10) == ["a0", "a1", "b"]
     assert pick(rows, {"http://a:80": 2, "http://b:80": 2}, limit=2) == ["a0", "a1"]
-    slots = HostSlots(per_host=2)
-    slots.take("http://a/x")
-    assert slots.full_origins() == [] and pick(rows, slots, 10) == ["a0", "b"]
-    slots.take("http://a")
-    assert slots.full_origins() == ["http://a"]
-    slots.give("http://a/x")
-    slots.give("http://a")
-    assert slots.busy == {} and slots.full_origins() == []
+    assert pick(rows, {"http://a:80": 1}, limit=10) == ["a0"]
+
+
+def test_the_cap_per_host_holds_over_deliverers_that_share_the_database(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two deliverers, each with its own connections (as two processes have), and a cap of 3 per
+    host: the first takes 3 of A's 20 deliveries to a hanging receiver and B's one; the second
+    takes none of A's (it counted the first one's in the database), so the receiver never holds
+    more than 3, and B's went out meanwhile. When the first one's leases run out (as if it had
+    died mid-attempt), their slots come back: the second takes 3 more."""
+    release = threading.Event()
+    settings = settings_for(
+        tmp_path, database_url, webhook_concurrency=16, webhook_per_host=3, webhook_timeout_seconds=60
+    )
+    clock = FakeClock()
+
+    async def scenario(hanging: Receiver, healthy: Receiver) -> None:
+        db_one, db_two = Database(database_url), Database(database_url)
+        caller_a = await tenant(db_one, "a")
+        for i in range(20):
+            await queued_webhook(db_one, caller_a, hanging.url(f"/a{i}"), clock)
+        clock.advance(1)
+        b_id = await queued_webhook(db_one, await tenant(db_one, "b"), healthy.url("/b"), clock)
+        one, two = Deliverer(db_one, settings, clock), Deliverer(db_two, settings, clock)
+        first: list[asyncio.Task[str]] = []
+        taken_over: list[asyncio.Task[str]] = []
+        try:
+            first = await one.claim_and_start()
+            assert len(first) == 4, "3 of A's (its host's cap) and B's"
+            assert await two.claim_and_start() == [], "A's host is at its cap, counted over both"
+            await wait_until(lambda: delivered(db_two, b_id), "delivered to B")
+            await asyncio.to_thread(hanging.wait_for, 3)
+            assert (hanging.open, one.in_flight, two.in_flight) == (3, 3, 0)
+            clock.advance(settings.webhook_timeout_seconds + 31)  # the first one's leases ran out
+            taken_over = await two.claim_and_start()
+            assert len(taken_over) == 3
+            await asyncio.to_thread(hanging.wait_for, 6)
+            assert await one.claim_and_start() == []
+        finally:
+            release.set()
+        await asyncio.gather(*first, *taken_over)
+        await db_one.close()
+        await db_two.close()
+
+    with Receiver(hold=release) as hanging, Receiver() as healthy:
+        asyncio.run(scenario(hanging, healthy))
+        assert len(healthy.hits) == 1
+        assert hanging.most_open == 6

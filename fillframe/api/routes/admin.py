@@ -279,11 +279,9 @@ async def update_key(key_id: str, body: KeyPatch, db: DbDep, actor: ActorDep) ->
     summary="Revoke a key: it stops working at once, for good",
 )
 async def revoke_key(key_id: str, db: DbDep, actor: ActorDep) -> dict[str, Any]:
-    if not await accounts.revoke_key(db, key_id, actor=actor):
+    row = await accounts.revoke_key(db, key_id, actor=actor)
+    if row is None:
         raise ApiError(404, f"No unrevoked key with id {key_id[:64]!r}.")
-    async with db.read() as conn:
-        row = await accounts.get_key(conn, key_id)
-    assert row is not None
     return key_view(row)
 
 

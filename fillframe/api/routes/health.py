@@ -46,5 +46,5 @@ async def readyz(request: Request, db: DbDep) -> JSONResponse:
     if not hasattr(request.app.state, "worker"):
         worker = "none"
     else:
-        worker = "loading" if request.app.state.worker is None else "ready"
+        worker = "ready" if request.app.state.worker.ready else "loading"
     return JSONResponse({"status": "ok", "database": "up", "worker": worker})
