@@ -193,10 +193,6 @@ class EditRequest(_Strict):
         return self
 
     @property
-    def effective_prompt(self) -> str:
-        return self.fluxFillParams.prompt or self.prompt or ""
-
-    @property
     def effective_webhook_url(self) -> str | None:
         return self.webhookUrl or self.webhook_url
 

@@ -33,14 +33,6 @@ JOB_DURATION = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 900),
     registry=REGISTRY,
 )
-WEBHOOK_DELIVERIES = Counter(
-    "fillframe_webhook_deliveries_total",
-    "Webhook delivery attempts by outcome (this process).",
-    ["outcome"],
-    registry=REGISTRY,
-)
-
-
 ENGINE_RESTARTS = Counter(
     "fillframe_engine_restarts_total",
     "Engine host processes replaced (this process's workers), by reason: crash, timeout, cancel "

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from tests.test_storage_s3 import s3  # noqa: F401 - the moto server fixture
 from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body
+from tests.utils.poll import until
 from tests.utils.s3 import S3
 from tests.utils.servers import LiveServer, WorkerProcess, create_key, drop_backend, fillframe_env
 from tests.webhooks.receiver import Receiver
@@ -47,13 +47,12 @@ async def submit_all(urls: list[str], key: str, hook: str) -> list[str]:
 
 
 def wait_for_progress(env: dict[str, str], done_at_least: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        [(done,)] = query(env, "SELECT count(*) FROM jobs WHERE status = 'COMPLETED'")
-        if done >= done_at_least:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"fewer than {done_at_least} jobs completed in {timeout} s")
+
+    def done() -> bool:
+        [(count,)] = query(env, "SELECT count(*) FROM jobs WHERE status = 'COMPLETED'")
+        return count >= done_at_least
+
+    until(done, f"{done_at_least} jobs completed", timeout, every=0.1)
 
 
 def test_two_apis_three_workers_one_killed_twice(tmp_path: Path, s3: S3) -> None:  # noqa: F811

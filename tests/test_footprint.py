@@ -8,11 +8,11 @@ is held to a regression bound and its memory is on /metrics.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 
+from tests.utils.poll import until
 from tests.utils.procs import engine_hosts, rss_mb
 from tests.utils.servers import LiveServer, fillframe_env
 
@@ -23,16 +23,20 @@ def loads_torch(pid: int) -> bool:
 
 
 def wait_for_worker(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{url}/readyz").json()["worker"] != "ready":
-        assert time.monotonic() < deadline, "the classic engine never finished loading"
-        time.sleep(0.1)
+    until(lambda: httpx.get(f"{url}/readyz").json()["worker"] == "ready", "the classic engine loaded")
+
+
+def served(url: str) -> None:
+    """Requests an idle server answers (a probe, a scrape): memory is measured after them, not
+    at a quiet moment picked by a sleep."""
+    assert httpx.get(f"{url}/readyz").status_code == 200
+    assert httpx.get(f"{url}/metrics").status_code == 200
 
 
 def test_api_process_idles_under_150_mb(tmp_path: Path, backend: str) -> None:
     server = LiveServer(fillframe_env(tmp_path / "data", backend), "--no-worker")
     try:
-        time.sleep(1.0)
+        served(server.url)
         assert httpx.get(f"{server.url}/readyz").json()["worker"] == "none"
         assert rss_mb(server.proc.pid) < 150
         assert not loads_torch(server.proc.pid)
@@ -42,7 +46,7 @@ def test_api_process_idles_under_150_mb(tmp_path: Path, backend: str) -> None:
 
 def test_serve_keeps_the_engine_out_of_the_api_process(live: LiveServer) -> None:
     wait_for_worker(live.url)
-    time.sleep(1.0)
+    served(live.url)
     [host] = engine_hosts(live.proc.pid)
     assert rss_mb(live.proc.pid) < 150
     assert rss_mb(host) < 400

@@ -7,7 +7,6 @@ import contextlib
 import json
 import re
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body, submit_and_wait, wait_job
+from tests.utils.poll import until
 from tests.utils.servers import FillframeProcess, LiveServer, WorkerProcess, create_key, own_server
 
 LIVE_SETTINGS = {"engine": "tests.utils.engines:SleepEngine", "test_sleep": "0.1"}
@@ -77,13 +77,12 @@ def test_json_logs_carry_request_and_job_ids(live: LiveServer, client: httpx.Cli
     job_id = response.json()["jobId"]
     wait_job(client, job_id)
     # The job's log line may be written just after its status is: read the log until it is there.
-    deadline = time.monotonic() + 10
-    while True:
+
+    def logged() -> list[dict]:
         lines = [json.loads(line) for line in live.logs().splitlines() if line.startswith("{")]
-        if any(e.get("job_id") == job_id and "ran: COMPLETED" in e["msg"] for e in lines):
-            break
-        assert time.monotonic() < deadline, f"no 'ran: COMPLETED' line with job_id {job_id}"
-        time.sleep(0.05)
+        return lines if any(e.get("job_id") == job_id and "ran: COMPLETED" in e["msg"] for e in lines) else []
+
+    lines = until(logged, f"a 'ran: COMPLETED' line with job_id {job_id}", 10)
     access = [e for e in lines if e.get("request_id") == "req-abc-123"]
     assert access and access[0]["msg"] == "POST /v2/images/edit 202" and access[0]["status"] == 202
 
@@ -104,10 +103,7 @@ def test_retention_deletes_outputs_and_links_answer_410(tmp_path: Path, backend:
             assert httpx.get(url).status_code == 200
             files = list((tmp_path / "data" / "files" / "outputs").iterdir())
             assert len(files) == 1
-            deadline = time.monotonic() + 30
-            while not client.get(f"/v2/jobs/{job['id']}").json()["expired"]:
-                assert time.monotonic() < deadline, "the output was never purged"
-                time.sleep(0.2)
+            until(lambda: client.get(f"/v2/jobs/{job['id']}").json()["expired"], "the output purged", 30, 0.2)
             expired = client.get(f"/v2/jobs/{job['id']}").json()
             assert expired["result"] is None and expired["status"] == "COMPLETED"
             gone = httpx.get(url)
@@ -139,10 +135,7 @@ def api_and_worker(
 def wait_filling(client: httpx.Client, job_id: str, timeout: float = 30.0) -> None:
     """Until an engine is on the job: a PROCESSING job may still be fetching its inputs, and a
     stop hands back (does not finish) a job that no engine has started."""
-    deadline = time.monotonic() + timeout
-    while client.get(f"/v2/jobs/{job_id}").json()["progress"] == 0:
-        assert time.monotonic() < deadline, "no engine started on the job"
-        time.sleep(0.05)
+    until(lambda: client.get(f"/v2/jobs/{job_id}").json()["progress"] > 0, "an engine on the job", timeout)
 
 
 def next_worker(role: str, env: dict[str, str], log_path: Path) -> FillframeProcess:

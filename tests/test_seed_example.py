@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from tests.utils.fills import error_against_flat
 from tests.utils.images import box_mask, decode, encode, photo
 from tests.utils.servers import ImageServer, LiveServer
 
@@ -40,9 +41,11 @@ def test_seed_python_example_runs_to_a_completed_image(
     assert download.headers["content-type"] == "image/jpeg"
     out = decode(download.content)
     assert out.shape == rgb.shape
-    # The output is JPEG (the default format): compare the kept area with the decoded input,
-    # within JPEG's re-encoding error, and check the hole was really changed.
+    # The output is JPEG (the default format), so nothing is exact; measured on this cat with
+    # the classic engine: the kept area is 0.13 (mean absolute error) from the decoded input,
+    # the hole 30.6 from what it covered, at 0.96 of a flat fill's error against it.
     source = decode(encode(rgb, "JPEG", quality=95)).astype(int)
     keep = mask == 0
-    assert np.abs(out[keep].astype(int) - source[keep]).mean() < 2.0
-    assert np.abs(out[~keep].astype(int) - source[~keep]).mean() > 2.0
+    assert np.abs(out[keep].astype(int) - source[keep]).mean() < 0.5
+    assert np.abs(out[~keep].astype(int) - source[~keep]).mean() > 15
+    assert error_against_flat(out, source, mask) < 1.1

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +16,7 @@ import sqlalchemy as sa
 from fillframe import sqlite_inline
 from fillframe.db import Database
 from fillframe.sqlite_inline import InlineConnection
+from tests.utils.poll import until_async
 
 
 async def _ticks_while(coro: asyncio.Future | asyncio.Task, period: float = 0.01) -> int:
@@ -100,6 +103,18 @@ async def _lock_wait_gives_up(tmp_path: Path) -> None:
         other.close()
 
 
+async def _in_lock_wait() -> bool:
+    """Whether some thread is inside `InlineConnection._waiting_for_lock`, the wait for the lock."""
+    wait = InlineConnection._waiting_for_lock.__code__
+    for top in sys._current_frames().values():
+        frame: FrameType | None = top
+        while frame is not None:
+            if frame.f_code is wait:
+                return True
+            frame = frame.f_back
+    return False
+
+
 def test_a_write_cancelled_while_it_waits_leaves_no_transaction_open(tmp_path: Path) -> None:
     asyncio.run(_cancelled_wait(tmp_path))
 
@@ -108,7 +123,7 @@ async def _cancelled_wait(tmp_path: Path) -> None:
     db, other = await _locked_out(tmp_path / "x.db")
     try:
         task = asyncio.create_task(_insert(db, 2))
-        await asyncio.sleep(0.1)  # waiting for the lock on a worker thread
+        await until_async(_in_lock_wait, "waiting for the lock on a worker thread", 10)
         task.cancel()
         asyncio.get_running_loop().call_later(0.2, other.commit)
         with pytest.raises(asyncio.CancelledError):

@@ -71,6 +71,37 @@ class Engine:
     def fill(self, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> FillOutput:
         raise NotImplementedError
 
+    def max_batch(self) -> int:
+        """How many jobs of one `batch_key` the worker may hand to one `fill_batch` call (after
+        `load`). 1, the default: jobs come one at a time, and `fill_batch` is never called with
+        more than one."""
+        return 1
+
+    def fill_batch(
+        self, jobs: list[FillJob], progress: list[ProgressFn], cancelled: list[CancelledFn]
+    ) -> list[FillOutput | BaseException]:
+        """Fill jobs of one `batch_key` together; returns, in order, each job's output or the
+        exception it ended with, so one job's failure or cancel never fails the others. This
+        default fills them one by one; an engine that can share work (one pipeline call)
+        overrides it and `max_batch`."""
+        return [fill_one(self, job, p, c) for job, p, c in zip(jobs, progress, cancelled, strict=True)]
+
+
+def batch_key(job: FillJob) -> tuple[Any, ...]:
+    """What jobs filled in one call share: the canvas size, steps and guidance (one pipeline call
+    runs one size, one step count and one guidance; prompts and seeds are per image)."""
+    return (job.rgb.shape, job.steps, job.guidance)
+
+
+def fill_one(
+    engine: Engine, job: FillJob, progress: ProgressFn, cancelled: CancelledFn
+) -> FillOutput | BaseException:
+    """`engine.fill`, its exception returned instead of raised (a member of a batch)."""
+    try:
+        return engine.fill(job, progress, cancelled)
+    except Exception as exc:
+        return exc
+
 
 # Lazy: importing an engine module may import heavy libraries (torch), so only the chosen one is.
 ENGINES: dict[str, str] = {

@@ -64,7 +64,6 @@ MAX_STEPS = 50
 GUIDANCE_MIN = 1.5
 GUIDANCE_MAX = 100.0
 OUTPUT_FORMATS = {"jpg": "jpeg", "png": "png"}
-PENDING = frozenset({"Pending", "Queued", "Processing", "Reasoning", "Generating"})
 # "Task not found" can be seen briefly while a new task propagates between BFL's regions.
 NOT_FOUND_TOLERANCE = 3
 DEFAULT_RETRY_AFTER = 5.0

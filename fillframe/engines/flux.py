@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn, slice_progress
+from fillframe.engines.base import (
+    CancelledFn,
+    Engine,
+    FillJob,
+    FillOutput,
+    ProgressFn,
+    fill_one,
+    slice_progress,
+)
 from fillframe.errors import Cancelled, EngineFailed
 from fillframe.imaging.crops import Crop, crop_inputs, fits, paste, plan_crops
 
@@ -475,6 +483,11 @@ class FluxEngine(Engine):
             paste(out, plan.fill, crop, generated)
         return out
 
+    def max_batch(self) -> int:
+        """FILLFRAME_FLUX_MAX_BATCH: the worker hands this many jobs of one canvas size, steps and
+        guidance to one `fill_batch`, one pipeline call."""
+        return self.settings.flux_max_batch
+
     def fill_batch(
         self,
         jobs: list[FillJob],
@@ -497,7 +510,7 @@ class FluxEngine(Engine):
                 results[index] = exc
                 continue
             if plan.crops or not plan.fill.any():
-                results[index] = self._one(job, progress[index], cancelled[index])
+                results[index] = fill_one(self, job, progress[index], cancelled[index])
                 continue
             key = (plan.padded()[0].shape, job.steps, plan.guidance)
             groups.setdefault(key, []).append((index, plan))
@@ -506,12 +519,6 @@ class FluxEngine(Engine):
             for start in range(0, len(members), size):
                 self._batch(members[start : start + size], progress, cancelled, results)
         return [r if r is not None else EngineFailed("The job was not run.") for r in results]
-
-    def _one(self, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> FillOutput | BaseException:
-        try:
-            return self.fill(job, progress, cancelled)
-        except Exception as exc:
-            return exc
 
     def _batch(
         self,

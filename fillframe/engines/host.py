@@ -5,11 +5,13 @@ As cog runs its predictor, the model lives apart from the server: a crash of nat
 ignores `cancelled()` costs that job's attempt and a restart of the child, never the worker or
 the API beside it.
 
-Parent and child speak in small typed messages over a pipe (job in; progress, done, failed out).
-Pixels never go through the pipe: the parent writes the canvas and mask into a shared-memory
-segment that the child maps, and the child writes the filled canvas back into the same segment.
-Cancel is a flag byte at the head of that segment, so the engine's `cancelled()` costs no
-message and the host needs no lock or semaphore of its own.
+Parent and child speak in small typed messages over a pipe (a run of one or more jobs in;
+progress and each job's result out). Pixels never go through the pipe: the parent writes each
+job's canvas and mask into its block of a shared-memory segment that the child maps, and the
+child writes the filled canvas back into the same block. A run of several jobs (of one canvas
+size) is one `Engine.fill_batch` call, for engines that can share work (`Engine.max_batch`).
+Cancel is a flag byte per job at the head of that segment, so the engine's `cancelled()` costs
+no message and the host needs no lock or semaphore of its own.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fillframe.engines.base import CancelledFn, FillJob, FillOutput, ProgressFn
+from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn, fill_one
 from fillframe.errors import (
     Cancelled,
     ContentModerated,
@@ -66,6 +68,7 @@ class Ready:
 
     engine: str
     pid: int
+    max_batch: int = 1  # the engine's `max_batch()`: most jobs one `Run` may carry
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,14 @@ class LoadFailed:
 
 @dataclass(frozen=True)
 class Run:
-    """parent -> child: fill the canvas in segment `shm` (rgb, then mask, then room for the output)."""
+    """parent -> child: fill the canvases in segment `shm`, block `i` for job `i` (rgb, then mask,
+    then room for the output), all `height` x `width`: one `fill`, or one `fill_batch` of them all."""
 
-    job_id: str
+    job_ids: list[str]
     shm: str
     height: int
     width: int
-    params: dict[str, Any]  # the FillJob's other fields (prompt, seed, steps, ...)
+    params: list[dict[str, Any]]  # each FillJob's other fields (prompt, seed, steps, ...)
 
 
 def job_params(job: FillJob) -> dict[str, Any]:
@@ -94,45 +98,58 @@ def job_params(job: FillJob) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Progress:
     percent: int
+    index: int = 0  # which job of the run
 
 
 @dataclass(frozen=True)
 class Done:
-    """child -> parent: the output is in the segment's output region."""
+    """One job's end: its output is in its block's output region."""
 
     notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Failed:
+    """One job's end: the engine failed on it (or it was cancelled), with the error's code."""
+
     code: str
     message: str
+
+
+@dataclass(frozen=True)
+class Results:
+    """child -> parent: the run is over; each job's end, in the run's order."""
+
+    items: list[Done | Failed]
 
 
 # --- pixels in shared memory ---------------------------------------------------------------
 
 
-_HEADER = 64  # byte 0: the cancel flag, set by the parent, read by the engine's `cancelled()`
+# Byte i: job i's cancel flag, set by the parent, read by the engine's `cancelled()`.
+_HEADER = 64
+MAX_RUN = _HEADER  # jobs in one run (a flag byte each)
 
 
-def segment_bytes(height: int, width: int) -> int:
-    return _HEADER + height * width * 7  # then rgb in (3), mask (1), rgb out (3)
+def segment_bytes(height: int, width: int, count: int = 1) -> int:
+    return _HEADER + count * height * width * 7  # then per job rgb in (3), mask (1), rgb out (3)
 
 
 def shared_buffer(segment: SharedMemory) -> memoryview:
-    """The segment's bytes; byte 0 is the cancel flag (0: run on, 1: stop)."""
+    """The segment's bytes; byte i is job i's cancel flag (0: run on, 1: stop)."""
     buf = segment.buf
     if buf is None:  # only after close(), which nothing here calls before it is done
         raise RuntimeError("the shared segment is closed")
     return buf
 
 
-def views(buf: Any, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The segment's rgb in (HxWx3), mask (HxW) and rgb out (HxWx3), as uint8 views."""
+def views(buf: Any, height: int, width: int, index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Job `index`'s rgb in (HxWx3), mask (HxW) and rgb out (HxWx3) in the segment, as uint8 views."""
     plane = height * width
-    rgb = np.ndarray((height, width, 3), np.uint8, buffer=buf, offset=_HEADER)
-    mask = np.ndarray((height, width), np.uint8, buffer=buf, offset=_HEADER + 3 * plane)
-    out = np.ndarray((height, width, 3), np.uint8, buffer=buf, offset=_HEADER + 4 * plane)
+    start = _HEADER + index * 7 * plane
+    rgb = np.ndarray((height, width, 3), np.uint8, buffer=buf, offset=start)
+    mask = np.ndarray((height, width), np.uint8, buffer=buf, offset=start + 3 * plane)
+    out = np.ndarray((height, width, 3), np.uint8, buffer=buf, offset=start + 4 * plane)
     return rgb, mask, out
 
 
@@ -168,7 +185,7 @@ def child_main(settings: Settings, conn: multiprocessing.connection.Connection) 
     except Exception as exc:  # every failure to load is the operator's to read, in one sentence
         conn.send(LoadFailed(str(exc) or type(exc).__name__))
         return
-    conn.send(Ready(engine.name, os.getpid()))
+    conn.send(Ready(engine.name, os.getpid(), max(1, min(MAX_RUN, engine.max_batch()))))
     segment: SharedMemory | None = None
     while True:
         try:
@@ -177,9 +194,10 @@ def child_main(settings: Settings, conn: multiprocessing.connection.Connection) 
             return
         if segment is None or segment.name != msg.shm:
             if segment is not None:
-                segment.close()
+                with contextlib.suppress(BufferError):  # a failed job's traceback still holds a view
+                    segment.close()
             segment = SharedMemory(msg.shm)
-        token = logs.job_id.set(msg.job_id)
+        token = logs.job_id.set(",".join(msg.job_ids))
         try:
             conn.send(_fill_in_child(engine, msg, segment, conn))
         finally:
@@ -187,36 +205,75 @@ def child_main(settings: Settings, conn: multiprocessing.connection.Connection) 
 
 
 def _fill_in_child(
-    engine: Any, msg: Run, segment: SharedMemory, conn: multiprocessing.connection.Connection
-) -> Done | Failed:
-    rgb, mask, out = views(segment.buf, msg.height, msg.width)
-    job = FillJob(rgb=rgb, mask=mask, **msg.params)
+    engine: Engine, msg: Run, segment: SharedMemory, conn: multiprocessing.connection.Connection
+) -> Results:
+    """Fill the run's jobs: `fill` for one, `fill_batch` for several; each job's end its own."""
+    blocks = [views(segment.buf, msg.height, msg.width, i) for i in range(len(msg.job_ids))]
+    jobs = [
+        FillJob(rgb=rgb, mask=mask, **params)
+        for (rgb, mask, _), params in zip(blocks, msg.params, strict=True)
+    ]
+    flags = shared_buffer(segment)
+    progress = [_progress_sender(conn, i) for i in range(len(jobs))]
+    cancelled = [_cancel_flag(flags, i) for i in range(len(jobs))]
+    try:
+        if len(jobs) == 1:
+            results = [fill_one(engine, jobs[0], progress[0], cancelled[0])]
+        else:
+            results = _batch_results(engine, jobs, progress, cancelled)
+        return Results([_end(engine, msg.job_ids[i], r, blocks[i]) for i, r in enumerate(results)])
+    finally:
+        del jobs, blocks  # the segment cannot be closed while views of it live
+
+
+def _batch_results(
+    engine: Engine, jobs: list[FillJob], progress: list[ProgressFn], cancelled: list[CancelledFn]
+) -> list[FillOutput | BaseException]:
+    """`engine.fill_batch`, one result per job whatever it returns or raises."""
+    try:
+        results = engine.fill_batch(jobs, progress, cancelled)
+    except Exception as exc:
+        return [exc] * len(jobs)
+    if len(results) != len(jobs):
+        count = f"{len(results)} results for {len(jobs)} jobs"
+        wrong = EngineFailed(f"The {engine.name} engine returned {count}.")
+        return [wrong] * len(jobs)
+    return results
+
+
+def _progress_sender(conn: multiprocessing.connection.Connection, index: int) -> ProgressFn:
     sent = [-1]
 
     def progress(percent: int) -> None:
         if int(percent) != sent[0]:  # one message per change, however often the engine reports
             sent[0] = int(percent)
-            conn.send(Progress(int(percent)))
+            conn.send(Progress(int(percent), index))
 
-    try:
-        flag = shared_buffer(segment)
+    return progress
 
-        def cancelled() -> bool:
-            return flag[0] != 0
 
-        result = engine.fill(job, progress, cancelled)
-        problem = shape_problem(rgb.shape, result.rgb)
-        if problem is not None:
-            return Failed("engine_error", problem)
-        np.copyto(out, result.rgb)
-        return Done(dict(result.notes))
-    except FillError as exc:
-        return Failed(exc.code, exc.message)
-    except Exception:
-        log.exception("engine %s failed on job %s", engine.name, msg.job_id)
+def _cancel_flag(flags: memoryview, index: int) -> CancelledFn:
+    return lambda: flags[index] != 0
+
+
+def _end(
+    engine: Engine,
+    job_id: str,
+    result: FillOutput | BaseException,
+    block: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> Done | Failed:
+    """One job's message: its output copied into its block, or the failure it ended with."""
+    if isinstance(result, FillError):
+        return Failed(result.code, result.message)
+    if isinstance(result, BaseException):
+        log.error("engine %s failed on job %s", engine.name, job_id, exc_info=result)
         return Failed("engine_error", f"The {engine.name} engine failed on this job.")
-    finally:
-        del job, rgb, mask, out  # the segment cannot be closed while views of it live
+    rgb, _, out = block
+    problem = shape_problem(rgb.shape, result.rgb)
+    if problem is not None:
+        return Failed("engine_error", problem)
+    np.copyto(out, result.rgb)
+    return Done(dict(result.notes))
 
 
 # --- the parent -----------------------------------------------------------------------------
@@ -272,12 +329,15 @@ def _drop(segment: SharedMemory) -> None:
 
 
 class EngineHost:
-    """One child process with the configured engine, used by one job at a time.
+    """One child process with the configured engine, used by one run (one job, or a batch of up
+    to `max_batch` of one canvas size) at a time.
 
     `fill` raises `EngineCrashed` when the child dies or outgrows `memory_limit_bytes`,
-    `TimedOut` past the deadline and `Cancelled` when `stopped()` turns true; in each case the child
-    is killed (if still alive) and a new one is started in the background, and the next `fill`
-    waits for it. `on_restart(reason)` lets the worker count restarts.
+    `TimedOut` past the deadline and `Cancelled` when `stopped()` turns true and the engine does not
+    stop within the grace; in each case the child is killed (if still alive) and a new one is
+    started in the background, and the next `fill` waits for it. `fill_batch` raises the same for
+    the whole run (a crash fails every job of it), and otherwise returns each job's own end.
+    `on_restart(reason)` lets the worker count restarts.
     """
 
     def __init__(
@@ -293,6 +353,7 @@ class EngineHost:
         self.cancel_grace = cancel_grace
         self.on_restart = on_restart
         self.name = settings.engine
+        self.max_batch = 1  # the loaded engine's, once it is ready
         self.pid: int | None = None
         self.ready_at = 0.0  # time.time() the current child became ready
         self.restarts = 0
@@ -329,6 +390,7 @@ class EngineHost:
         first = await self._inbox.get()
         if isinstance(first, Ready):
             self.name, self.pid, self.ready_at = first.engine, first.pid, time.time()
+            self.max_batch = first.max_batch
             log.info("engine %s loaded in process %d", self.name, first.pid)
             return
         await self._reap()
@@ -396,8 +458,8 @@ class EngineHost:
 
     # jobs
 
-    async def _ready(self, stopped: CancelledFn) -> None:
-        """Wait for a child being (re)started; a stop while waiting ends the wait."""
+    async def ready(self, stopped: CancelledFn) -> None:
+        """Wait for a child being (re)started; a stop while waiting ends the wait (`Cancelled`)."""
         while self._starting is not None and not self._starting.done():
             if stopped():
                 raise Cancelled()
@@ -405,12 +467,12 @@ class EngineHost:
         if self._closed or self._proc is None or self._conn is None:
             raise EngineFailed(f"The {self.name} engine is not running.")
 
-    def _set_cancel(self) -> None:
+    def _set_cancel(self, index: int) -> None:
         if self._segment is not None:
-            shared_buffer(self._segment)[0] = 1
+            shared_buffer(self._segment)[index] = 1
 
-    def _segment_for(self, height: int, width: int) -> SharedMemory:
-        need = segment_bytes(height, width)
+    def _segment_for(self, height: int, width: int, count: int) -> SharedMemory:
+        need = segment_bytes(height, width, count)
         if self._segment is None or self._segment.size < need:
             if self._segment is not None:
                 _drop(self._segment)  # the child still maps it until its next `Run` names another
@@ -421,35 +483,56 @@ class EngineHost:
         self, job: FillJob, progress: ProgressFn, stopped: CancelledFn, timeout: float, job_id: str = ""
     ) -> FillOutput:
         """Fill `job` in the child; raises as the class says. Returns the output in this process."""
-        await self._ready(stopped)
+        (result,) = await self.fill_batch([job], [progress], [stopped], timeout, [job_id])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def fill_batch(
+        self,
+        jobs: list[FillJob],
+        progress: list[ProgressFn],
+        stopped: list[CancelledFn],
+        timeout: float,
+        job_ids: list[str],
+    ) -> list[FillOutput | BaseException]:
+        """Fill jobs of one canvas size in one run of the child (`fill_batch` there when more
+        than one). Each job's stop sets its own flag; the run is killed only when every job is
+        stopped and the engine ignores it for the grace. Returns each job's output or error."""
+        if not 1 <= len(jobs) <= max(1, self.max_batch):
+            raise ValueError(f"a run holds 1 to {self.max_batch} jobs, not {len(jobs)}")
+        await self.ready(lambda: all(s() for s in stopped))
         assert self._conn is not None and self._proc is not None
         if not self._proc.is_alive():  # it died between jobs (the OOM killer picks idle ones too)
             self._restart("crash")
-            await self._ready(stopped)
+            await self.ready(lambda: all(s() for s in stopped))
             assert self._conn is not None
-        height, width = job.mask.shape
-        segment = self._segment_for(height, width)
-        rgb, mask, out = views(segment.buf, height, width)
-        np.copyto(rgb, job.rgb)
-        np.copyto(mask, job.mask)
+        height, width = jobs[0].mask.shape
+        segment = self._segment_for(height, width, len(jobs))
+        for index, job in enumerate(jobs):
+            rgb, mask, _ = views(segment.buf, height, width, index)
+            np.copyto(rgb, job.rgb)
+            np.copyto(mask, job.mask)
+            shared_buffer(segment)[index] = 0  # not cancelled
         del rgb, mask
-        shared_buffer(segment)[0] = 0  # not cancelled
+        run = Run(job_ids, segment.name, height, width, [job_params(job) for job in jobs])
         # If it died since, its end of the pipe is closed and `_await_reply` reads the EOF.
         with contextlib.suppress(OSError):
-            self._conn.send(Run(job_id, segment.name, height, width, job_params(job)))
+            self._conn.send(run)
         try:
             reply = await self._await_reply(progress, stopped, timeout)
         except asyncio.CancelledError:
             self._restart("abandoned")  # its late reply must not be taken for the next job's
             raise
-        if isinstance(reply, Done):
-            return FillOutput(out.copy(), reply.notes)  # the segment is the next job's
-        raise _ERRORS.get(reply.code, EngineFailed)(reply.message)
+        return [_output(item, segment, height, width, i) for i, item in enumerate(reply.items)]
 
-    async def _await_reply(self, progress: ProgressFn, stopped: CancelledFn, timeout: float) -> Done | Failed:
+    async def _await_reply(
+        self, progress: list[ProgressFn], stopped: list[CancelledFn], timeout: float
+    ) -> Results:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        stop_at: float | None = None
+        flagged = [False] * len(stopped)
+        all_stopped_at: float | None = None
         next_memory = loop.time()
         inbox = self._inbox
         while True:
@@ -458,9 +541,9 @@ class EngineHost:
             except TimeoutError:
                 msg = False
             if isinstance(msg, Progress):
-                progress(msg.percent)
+                progress[msg.index](msg.percent)
                 continue
-            if isinstance(msg, Done | Failed):
+            if isinstance(msg, Results):
                 return msg
             if msg is None:  # the pipe closed: the child is gone
                 proc = self._proc
@@ -474,12 +557,16 @@ class EngineHost:
             if now >= deadline:
                 self._restart("timeout")
                 raise TimedOut(f"The engine did not finish within {timeout:g} seconds.")
-            if stopped():
-                if stop_at is None:
-                    self._set_cancel()
-                    stop_at = now
-                elif now - stop_at >= self.cancel_grace:
-                    log.warning("the engine ignored a stop for %.1f s; killing its process", now - stop_at)
+            for index, stop in enumerate(stopped):
+                if not flagged[index] and stop():
+                    self._set_cancel(index)
+                    flagged[index] = True
+            if all(flagged):
+                if all_stopped_at is None:
+                    all_stopped_at = now
+                elif now - all_stopped_at >= self.cancel_grace:
+                    ignored = now - all_stopped_at
+                    log.warning("the engine ignored a stop for %.1f s; killing its process", ignored)
                     self._restart("cancel")
                     raise Cancelled()
             if self.memory_limit_bytes and now >= next_memory and self.pid is not None:
@@ -492,3 +579,14 @@ class EngineHost:
                         f"The {self.name} engine's process used {used / 2**20:.0f} MB, over the "
                         f"{limit_mb:.0f} MB limit, on this job."
                     )
+
+
+def _output(
+    item: Done | Failed, segment: SharedMemory, height: int, width: int, index: int
+) -> FillOutput | BaseException:
+    """One job's end in this process: its output copied out of its block (the segment is the
+    next run's), or its error."""
+    if isinstance(item, Failed):
+        return _ERRORS.get(item.code, EngineFailed)(item.message)
+    out = views(segment.buf, height, width, index)[2]
+    return FillOutput(out.copy(), item.notes)

@@ -11,8 +11,6 @@ import io
 import numpy as np
 from PIL import Image
 
-FORMATS = ("jpg", "png")
-EXTENSIONS = {"jpg": "jpg", "png": "png"}
 CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
 JPEG_QUALITY = 95
 # zlib level 1: 3.7x faster than Pillow's default 6 for a 512² photo and 4.3x at 1024², for

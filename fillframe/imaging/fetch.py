@@ -103,13 +103,6 @@ def address_problem(
     return kind
 
 
-def is_allowed_address(
-    ip: IPAddress | str, allow_private: bool, allowed_networks: Sequence[Network] = ()
-) -> bool:
-    """True when the guard lets a request connect to `ip`."""
-    return address_problem(ipaddress.ip_address(ip), allow_private, allowed_networks) is None
-
-
 def _refusal(ip: IPAddress, kind: str, host: str | None = None) -> str:
     verdict = "is never allowed" if kind in ALWAYS_REFUSED else "is not allowed"
     embedded = _embedded_ipv4(ip)
@@ -381,9 +374,6 @@ async def send_pinned(
                 raise Refused(f"the TLS certificate of {url.host} could not be verified") from exc
             last_error = exc
     raise Refused(f"could not connect to {url.host}") from last_error
-
-
-_send_pinned = send_pinned  # the name tests/imaging/test_fetch.py imports
 
 
 async def _read_limited(response: httpx.Response, max_bytes: int) -> bytes:

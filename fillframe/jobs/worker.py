@@ -26,7 +26,7 @@ import numpy as np
 
 from fillframe import logs, metrics, uploads
 from fillframe.db import Database
-from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
+from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn, batch_key, fill_one
 from fillframe.engines.host import EngineCrashed, EngineHost, shape_problem
 from fillframe.errors import Cancelled, FillError, TimedOut
 from fillframe.imaging.canvas import OutpaintSpec, build_canvas, outpaint_spec, plan_canvas
@@ -58,7 +58,9 @@ class RunState:
     phase: str = "preparing"  # -> "waiting" (for an engine) -> "filling" -> "storing"
     since: float = field(default_factory=time.monotonic)  # when the phase began
     seq: int = 0  # claim order
+    account: str = ""  # the job's account: ready jobs take engines fairly across accounts
     crashed: bool = False  # the engine's process died on it: the attempt is retried if any are left
+    seat: Seat | None = None  # once prepared: its place in an engine call
 
     def set_progress(self, percent: int) -> None:
         self.progress = max(self.progress, min(99, int(percent)))
@@ -71,6 +73,26 @@ class RunState:
 
     def enter(self, phase: str) -> None:
         self.phase, self.since = phase, time.monotonic()
+
+
+@dataclass
+class Seat:
+    """A prepared job's place in an engine call: the job, and the future for its end, which the
+    job that leads the call (this one, or another of the same `batch_key` it took along) sets."""
+
+    job_id: str
+    job: FillJob
+    state: RunState
+    result: asyncio.Future[FillOutput]
+
+
+def settle(future: asyncio.Future[FillOutput], result: FillOutput | BaseException) -> None:
+    if future.done():  # its job's task was cancelled (a hard stop) while it waited
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 SourceLoader = Callable[[str, str], Awaitable[bytes]]
@@ -198,13 +220,23 @@ def encode_output(job: FillJob, out: FillOutput) -> Rendered:
 
 
 class Runner(Protocol):
-    """Where fills run: an engine host process (`EngineHost`) or a thread of this one (`InThread`)."""
+    """Where fills run: an engine host process (`EngineHost`) or a thread of this one (`InThread`).
+    `fill_batch` takes 1 to `max_batch` jobs of one `batch_key`; a failure of the whole call (a
+    crash, the deadline) is raised, each job's own end is returned."""
 
     name: str
+    max_batch: int
 
-    async def fill(
-        self, job: FillJob, progress: ProgressFn, stopped: CancelledFn, timeout: float, job_id: str = ""
-    ) -> FillOutput: ...
+    async def ready(self, stopped: CancelledFn) -> None: ...
+
+    async def fill_batch(
+        self,
+        jobs: list[FillJob],
+        progress: list[ProgressFn],
+        stopped: list[CancelledFn],
+        timeout: float,
+        job_ids: list[str],
+    ) -> list[FillOutput | BaseException]: ...
 
     async def close(self) -> None: ...
 
@@ -218,37 +250,60 @@ class InThread:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.name = engine.name
+        self.max_batch = max(1, engine.max_batch())
 
-    async def fill(
-        self, job: FillJob, progress: ProgressFn, stopped: CancelledFn, timeout: float, job_id: str = ""
-    ) -> FillOutput:
-        work = asyncio.ensure_future(asyncio.to_thread(self.engine.fill, job, progress, stopped))
+    async def fill_batch(
+        self,
+        jobs: list[FillJob],
+        progress: list[ProgressFn],
+        stopped: list[CancelledFn],
+        timeout: float,
+        job_ids: list[str],
+    ) -> list[FillOutput | BaseException]:
+        work = asyncio.ensure_future(asyncio.to_thread(self._fill_batch, jobs, progress, stopped))
         try:
             return await asyncio.wait_for(asyncio.shield(work), timeout)
         except TimeoutError:
             work.add_done_callback(lambda w: w.cancelled() or w.exception())  # retrieved, not logged
             raise TimedOut(f"The engine did not finish within {timeout:g} seconds.") from None
 
+    async def ready(self, stopped: CancelledFn) -> None:
+        pass  # loaded once, never restarted
+
+    def _fill_batch(
+        self, jobs: list[FillJob], progress: list[ProgressFn], stopped: list[CancelledFn]
+    ) -> list[FillOutput | BaseException]:
+        if len(jobs) == 1:
+            return [fill_one(self.engine, jobs[0], progress[0], stopped[0])]
+        return self.engine.fill_batch(jobs, progress, stopped)
+
     async def close(self) -> None:
         pass
 
 
-# A job fetching its inputs for longer than this stops counting against the jobs prepared ahead,
-# so a slow image host holds up only its own job (up to `max_concurrent_fetches` such jobs).
+# A job fetching its inputs for longer than this stops counting against the jobs prepared ahead
+# and loses its place in line, so a slow image host holds up only its own job (up to
+# `max_concurrent_fetches` such jobs).
 SLOW_PREPARE_SECONDS = 1.0
 
 
 def _held_ahead(state: RunState, now: float) -> bool:
     """Held beside the engines: prepared, being stored, or fetching (but not slowly)."""
-    if state.phase == "preparing":
-        return now - state.since < SLOW_PREPARE_SECONDS
-    return state.phase in ("waiting", "storing")
+    return _in_line(state, now) or state.phase == "storing"
+
+
+def _in_line(state: RunState, now: float) -> bool:
+    """Waiting for an engine, or soon to: prepared, or fetching (but not slowly)."""
+    return state.phase == "waiting" or (
+        state.phase == "preparing" and now - state.since < SLOW_PREPARE_SECONDS
+    )
 
 
 class Worker:
     """Claims jobs and carries each through a pipeline: prepare (fetch, decode) -> fill on a free
-    engine -> encode and store -> finish. Engines only fill; the next jobs are prepared, and the
-    last ones stored, while they do.
+    engine (alone, or in one call with other ready jobs of its `batch_key`, up to the engine's
+    `max_batch`) -> encode and store -> finish. Engines only fill; the next jobs are prepared, and
+    the last ones stored, while they do.
 
     By default each of `worker_concurrency` engine slots is an `EngineHost` child process running
     `settings.engine`; given a loaded `engine`, the slots fill in threads of this process instead.
@@ -281,15 +336,21 @@ class Worker:
         self.runners: list[Runner] = []
         self._hosts: list[EngineHost] = []
         self._free: list[Runner] = []  # engine slots with no job
+        self._served: dict[str, float] = {}  # account -> when an engine last started on its job
         self._changed = asyncio.Event()  # set (and replaced) when a job changes phase or frees a slot
         self._ended = asyncio.Event()  # set (and replaced) when one of this worker's jobs ends
         self._claims = itertools.count()
         self._stop = asyncio.Event()  # the `stop` of `run` / `_loop`
         self._carried: set[asyncio.Task[None]] = set()
-        # Prepared ahead of the engines: one job per slot ready or fetching, at most this many
-        # jobs held in all (running, ahead, slow to fetch, being stored).
-        self.ahead = settings.worker_concurrency
-        self.capacity = 2 * settings.worker_concurrency + settings.max_concurrent_fetches
+        self._size_pipeline(1)
+
+    def _size_pipeline(self, max_batch: int) -> None:
+        """Prepared ahead of the engines: one engine call's worth of jobs per slot (`max_batch`
+        each) ready or fetching; at most this many jobs held in all (filling, ahead, slow to
+        fetch, being stored)."""
+        self.max_batch = max_batch
+        self.ahead = self.settings.worker_concurrency * max_batch
+        self.capacity = 2 * self.ahead + self.settings.max_concurrent_fetches
 
     async def start(self) -> None:
         """Load the engine in every slot (once; later calls return at once). Raises
@@ -310,6 +371,7 @@ class Worker:
         self.engine_name = runners[0].name
         self.runners = runners
         self._free = list(runners)
+        self._size_pipeline(min(r.max_batch for r in runners))
 
     def _host(self, slot: int) -> EngineHost:
         limit = self.settings.engine_memory_limit_mb
@@ -388,7 +450,7 @@ class Worker:
         stopper = asyncio.ensure_future(stop.wait())
         changed = asyncio.ensure_future(self._changed.wait())
         # Re-checked on a timer too: a fetch turns slow without any event.
-        await asyncio.wait([stopper, changed], timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([stopper, changed], timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         changed.cancel()
 
@@ -421,7 +483,7 @@ class Worker:
         # Held from this moment, before its task first runs: the next `has_room` must count it.
         # (A SQLite claim runs inline and never yields, so the loop could otherwise claim the
         # whole queue before any task had registered its job.)
-        state = self._hold(row["id"])
+        state = self._hold(row["id"], row["account_id"])
         task = asyncio.create_task(self._carry_one(row, stop, state))
         self._carried.add(task)
         task.add_done_callback(self._carried.discard)
@@ -502,9 +564,9 @@ class Worker:
             except Exception:
                 log.exception("heartbeat for job %s failed", job_id)
 
-    def _hold(self, job_id: str) -> RunState:
+    def _hold(self, job_id: str, account: str) -> RunState:
         """Count a claimed job as held by this worker (in claim order)."""
-        state = RunState(seq=next(self._claims))
+        state = RunState(seq=next(self._claims), account=account)
         self.running[job_id] = state
         self._poke()
         return state
@@ -516,7 +578,7 @@ class Worker:
         With `claim_next`, returns the worker's next job when the statement that ended this one
         could claim it too (PostgreSQL) and there is room, else None."""
         job_id = row["id"]
-        state = state or self._hold(job_id)
+        state = state or self._hold(job_id, row["account_id"])
         try:
             await self.start()
             done = asyncio.Event()
@@ -626,43 +688,101 @@ class Worker:
             return Outcome.failed("engine_error", f"The {self.engine_name} engine failed on this job.")
 
     async def _fill(self, job_id: str, job: FillJob, state: RunState) -> FillOutput:
-        """The engine's output, from the first engine slot that is free (nothing to fill: the
-        canvas is the answer, and no engine is needed)."""
+        """The engine's output, from the first engine slot that is free, alone or in one call
+        with other ready jobs of its `batch_key` (nothing to fill: the canvas is the answer, and
+        no engine is needed). Its deadline runs from the call's start, not from its claim."""
         if not job.mask.any():
             return FillOutput(job.rgb.copy())
+        seat = Seat(job_id, job, state, asyncio.get_running_loop().create_future())
+        state.seat = seat
         state.enter("waiting")
         self._poke()
         runner = await self._take_runner(state)
-        state.enter("filling")
-        self._poke()
+        if runner is None:  # another job's call took this one along
+            return await seat.result
+        return await self._lead(runner, seat)
+
+    async def _lead(self, runner: Runner, seat: Seat) -> FillOutput:
+        """Run one engine call for `seat` and the ready jobs it takes along; settle each one's end."""
+        seat.state.enter("filling")  # from here on no other call takes it along
+        seats = [seat]
         try:
-            return await runner.fill(
-                job, state.set_progress, state.stop.is_set, self.settings.job_timeout_seconds, job_id
-            )
-        except TimedOut:
-            state.halt("timeout")  # an in-thread engine still running sees `cancelled()` turn true
+            # An engine restarting (after a crash) is waited for first: the jobs ready by then go along.
+            await runner.ready(seat.state.stop.is_set)
+            seats += self._companions(seat, runner.max_batch - 1)
+            results = await self._call(runner, seats)
+        except Exception as exc:  # the whole call failed: a crash or the deadline, every job's
+            results = [exc] * len(seats)
+        except BaseException:
+            for member in seats[1:]:  # this task was cancelled: so are the jobs it took along
+                member.result.cancel()
             raise
         finally:
             self._free.append(runner)
             self._poke()
+        for member, result in zip(seats, results, strict=True):
+            if isinstance(result, TimedOut):
+                member.state.halt("timeout")  # an in-thread engine still running sees `cancelled()` turn true
+            settle(member.result, result)
+        return seat.result.result()
+
+    async def _call(self, runner: Runner, seats: list[Seat]) -> list[FillOutput | BaseException]:
+        now = time.monotonic()
+        for member in seats:
+            member.state.enter("filling")
+            self._served[member.state.account] = now
+        self._poke()
+        return await runner.fill_batch(
+            [m.job for m in seats],
+            [m.state.set_progress for m in seats],
+            [m.state.stop.is_set for m in seats],
+            self.settings.job_timeout_seconds,
+            [m.job_id for m in seats],
+        )
+
+    def _companions(self, seat: Seat, room: int) -> list[Seat]:
+        """Up to `room` other ready jobs of `seat`'s batch key, in line order."""
+        if room < 1:
+            return []
+        key = batch_key(seat.job)
+        fitting = [
+            s.seat
+            for s in self.running.values()
+            if s is not seat.state
+            and s.phase == "waiting"
+            and s.seat is not None
+            and not s.stop.is_set()
+            and batch_key(s.seat.job) == key
+        ]
+        fitting.sort(key=lambda other: self._line_key(other.state))
+        return fitting[:room]
+
+    def _line_key(self, state: RunState) -> tuple[int, float, int]:
+        """The order in which ready jobs take free engines: the account with the fewest jobs on
+        this worker's engines first, then the one served least recently here, then claim order.
+        (As the claim's `fair_pick`: an account's prepared backlog cannot hold another account's
+        ready job back by more than the runs already started.)"""
+        filling = sum(1 for s in self.running.values() if s.phase == "filling" and s.account == state.account)
+        return (filling, self._served.get(state.account, -1.0), state.seq)
 
     def _first_in_line(self, state: RunState) -> bool:
-        """Jobs take free engines in the order they were claimed, except that a job still
-        fetching after SLOW_PREPARE_SECONDS loses its place (a slow image host delays only it)."""
+        """Whether no other job ready or soon ready (`_in_line`) comes before this one in line
+        order: a job still fetching after SLOW_PREPARE_SECONDS loses its place (a slow image host
+        delays only it)."""
         now = time.monotonic()
+        mine = self._line_key(state)
         return not any(
-            other.seq < state.seq
-            and (
-                other.phase == "waiting"
-                or (other.phase == "preparing" and now - other.since < SLOW_PREPARE_SECONDS)
-            )
+            other is not state and _in_line(other, now) and self._line_key(other) < mine
             for other in self.running.values()
         )
 
-    async def _take_runner(self, state: RunState) -> Runner:
-        """A free engine slot when it is this job's turn. A halt while waiting wins, and once the
-        worker is told to stop, jobs no engine has started are handed back."""
+    async def _take_runner(self, state: RunState) -> Runner | None:
+        """A free engine slot when it is this job's turn, or None once another job's call took
+        this one along. A halt while waiting wins, and once the worker is told to stop, jobs no
+        engine has started are handed back."""
         while True:
+            if state.phase == "filling":
+                return None
             if self._stop.is_set():
                 state.halt("shutdown")
             if state.stop.is_set():

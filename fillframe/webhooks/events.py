@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-EVENTS = ("progress", "completed", "failed")
 DEFAULT_EVENTS = ("completed", "failed")
 PROGRESS_INTERVAL_SECONDS = 1.0
 

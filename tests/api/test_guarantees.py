@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
+import sqlalchemy as sa
 
-from tests.utils.backends import query
+from fillframe.db import files, idempotency_keys, jobs
+from tests.utils.backends import query, sync_url
 from tests.utils.images import encode, photo
 from tests.utils.jobs import data_uri, edit_body, wait_job
+from tests.utils.poll import until
 from tests.utils.servers import LiveServer, cli, create_key, own_server
 
 LIVE_SETTINGS = {
@@ -148,14 +152,16 @@ def test_concurrency_limit_holds_while_jobs_run(live: LiveServer) -> None:
     with httpx.Client(base_url=live.url, headers={"X-API-Key": key}) as client:
         ids = [client.post("/v2/images/edit", json=edit_body(IMAGE, MASK)).json()["jobId"] for _ in range(6)]
         peak = 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def all_completed() -> bool:
+            """Sample how many run at once; true once every job has completed."""
+            nonlocal peak
             statuses = [j["status"] for j in client.get("/v2/jobs").json()["jobs"]]
-            peak = max(peak, statuses.count("PROCESSING"))
             assert statuses.count("PROCESSING") <= 2
-            if all(s == "COMPLETED" for s in statuses):
-                break
-            time.sleep(0.05)
+            peak = max(peak, statuses.count("PROCESSING"))
+            return all(s == "COMPLETED" for s in statuses)
+
+        until(all_completed, "all six jobs completed", 60)
         assert peak == 2
         assert {wait_job(client, i)["status"] for i in ids} == {"COMPLETED"}
 
@@ -247,28 +253,54 @@ def test_another_accounts_upload_is_refused(live: LiveServer, client: httpx.Clie
         assert "does not exist for this account" in response.json()["details"]["fluxFillParams.image"][0]
 
 
-def test_uploads_expire(tmp_path: Path, backend: str) -> None:
-    settings = {"engine": "tests.utils.engines:SleepEngine", "upload_ttl_hours": "0.0005"}
-    with own_server(tmp_path / "data", backend, **settings) as server:
-        key = create_key(server.env, "expiry")
-        with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
-            url = upload(client, encode(np.zeros((8, 8, 3), np.uint8))).json()["url"]
-            assert client.get(url).status_code == 200
-            time.sleep(2.0)
-            assert client.get(url).status_code == 404
-            response = client.post("/v2/images/edit", json=edit_body(url, mask=MASK))
-            assert response.status_code == 400 and "expired" in response.text
+def stored_lifetime(
+    env: dict[str, str], table: sa.Table, start: sa.ColumnElement[Any], **key: str
+) -> timedelta:
+    """`expires_at - start` of the one row of `table` matching `key`, as the server wrote it."""
+    engine = sa.create_engine(sync_url(env))
+    try:
+        with engine.connect() as conn:
+            where = [table.c[name] == value for name, value in key.items()]
+            row = conn.execute(sa.select(table.c.expires_at, start).where(*where)).one()
+    finally:
+        engine.dispose()
+    return row[0] - row[1]
 
 
-def test_an_expired_idempotency_key_starts_afresh(tmp_path: Path, backend: str) -> None:
-    settings = {"engine": "tests.utils.engines:SleepEngine", "idempotency_ttl_hours": "0.0003"}
+def test_upload_and_idempotency_ttls_come_from_the_settings(tmp_path: Path, backend: str) -> None:
+    """The server writes each expiry its setting's hours after the row's own time (the TTLs
+    themselves, to the second, are in tests/jobs/test_clock.py on a fake clock). Then the test
+    moves both expiries to that time, as the hours passing would: no sleep."""
+    settings = {
+        "engine": "tests.utils.engines:SleepEngine",
+        "upload_ttl_hours": "5",
+        "idempotency_ttl_hours": "3",
+    }
     with own_server(tmp_path / "data", backend, **settings) as server:
         key = create_key(server.env, "ttl")
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}) as client:
+            uploaded = upload(client, encode(np.zeros((8, 8, 3), np.uint8))).json()
+            url, file_id = uploaded["url"], uploaded["id"]
+            assert stored_lifetime(server.env, files, files.c.created_at, id=file_id) == timedelta(hours=5)
             headers = {"Idempotency-Key": "nightly-run"}
             first = client.post("/v2/images/edit", json=edit_body(IMAGE, MASK), headers=headers).json()
+            created = sa.select(jobs.c.created_at).where(jobs.c.id == idempotency_keys.c.job_id)
+            lifetime = stored_lifetime(
+                server.env, idempotency_keys, created.scalar_subquery(), key="nightly-run"
+            )
+            assert lifetime == timedelta(hours=3)
             other_body = edit_body(IMAGE, MASK, prompt="another")
             assert client.post("/v2/images/edit", json=other_body, headers=headers).status_code == 409
-            time.sleep(1.5)
+            assert client.get(url).status_code == 200
+
+            query(server.env, "UPDATE files SET expires_at = created_at WHERE id = :f", f=file_id)
+            query(
+                server.env,
+                "UPDATE idempotency_keys SET expires_at = "
+                "(SELECT created_at FROM jobs WHERE jobs.id = idempotency_keys.job_id)",
+            )
+            assert client.get(url).status_code == 404
+            response = client.post("/v2/images/edit", json=edit_body(url, mask=MASK))
+            assert response.status_code == 400 and "expired" in response.text
             again = client.post("/v2/images/edit", json=other_body, headers=headers)
             assert again.status_code == 202 and again.json()["jobId"] != first["jobId"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from fillframe.errors import (
 from fillframe.settings import Settings
 from tests.utils.fake_bfl import FakeBfl, FakeClock, fill_colour, rate_limited, running_fake, server_error
 from tests.utils.images import box_mask, encode, photo
+from tests.utils.jobs import wait_job
 from tests.utils.servers import LiveServer, create_key, fillframe_env
 
 
@@ -387,15 +387,6 @@ def test_load_refuses_without_key_or_with_a_bad_base_url() -> None:
 # --- through the whole service --------------------------------------------------------------
 
 
-def wait_final(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    for _ in range(600):
-        view = client.get(f"/v2/jobs/{job_id}").json()
-        if view["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
-            return view
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {view}")
-
-
 def test_live_service_with_bfl_engine(tmp_path: Path) -> None:
     """`fillframe serve` on the bfl engine: a completed job and a moderated one, end to end."""
     fake = FakeBfl()
@@ -420,8 +411,8 @@ def test_live_service_with_bfl_engine(tmp_path: Path) -> None:
         }
         body = {"model": "flux-fill-pro", "fluxFillParams": params}
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=30) as client:
-            done = wait_final(client, client.post("/v2/images/edit", json=body).json()["jobId"])
-            moderated = wait_final(client, client.post("/v2/images/edit", json=body).json()["jobId"])
+            done = wait_job(client, client.post("/v2/images/edit", json=body).json()["jobId"], 30)
+            moderated = wait_job(client, client.post("/v2/images/edit", json=body).json()["jobId"], 30)
             assert done["status"] == "COMPLETED", done
             stored = client.get(done["result"]["images"][0])
         out = np.asarray(Image.open(io.BytesIO(stored.content)).convert("RGB"))

@@ -8,6 +8,7 @@ picture quality.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from fillframe.errors import Cancelled
 from fillframe.imaging.canvas import outpaint_canvas
 from fillframe.settings import Settings
 from tests.utils.images import box_mask, photo
+from tests.utils.jobs import wait_job
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -316,7 +318,6 @@ def test_live_service_with_flux_engine(tiny_folder: Path, tmp_path: Path) -> Non
     """`fillframe serve` on the flux engine with the tiny weights: a job completes, pixels kept."""
     import base64
     import io
-    import time
 
     import httpx
     from PIL import Image
@@ -341,11 +342,7 @@ def test_live_service_with_flux_engine(tiny_folder: Path, tmp_path: Path) -> Non
         body = {"model": "flux-fill-pro", "fluxFillParams": params}
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=30) as client:
             job_id = client.post("/v2/images/edit", json=body).json()["jobId"]
-            for _ in range(1200):
-                view = client.get(f"/v2/jobs/{job_id}").json()
-                if view["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
-                    break
-                time.sleep(0.05)
+            view = wait_job(client, job_id, timeout=60)
             assert view["status"] == "COMPLETED", view
             stored = client.get(view["result"]["images"][0]).content
         out = np.asarray(Image.open(io.BytesIO(stored)).convert("RGB"))
@@ -486,6 +483,39 @@ def test_a_cancelled_job_in_a_batch_leaves_the_others_running(batching: FluxEngi
     assert isinstance(results[0], Cancelled) and len(seen) == 1
     assert isinstance(results[1], FillOutput) and isinstance(results[2], FillOutput)
     assert results[2].notes["runtime"]["batch"] == 1  # another size: its own call
+
+
+def test_a_batch_through_the_engine_host_is_one_call_with_each_jobs_own_image(
+    tiny_folder: Path, engine: FluxEngine
+) -> None:
+    """The worker's path: the engine host's child loads the flux engine, says it batches up to
+    FILLFRAME_FLUX_MAX_BATCH, and fills a run of three in one pipeline call."""
+    from fillframe.engines.host import EngineHost
+
+    jobs = [job(photo(name, (64, 48)), box_mask(48, 64, 0.3), seed=seed) for name, seed in [
+        ("astronaut", 1), ("coffee", 2), ("rocket", 3)]]  # fmt: skip
+    seen: list[list[int]] = [[], [], []]
+
+    async def through_host() -> tuple[int, list[FillOutput | BaseException]]:
+        host = EngineHost(
+            Settings(engine="flux", flux_model=tiny_folder, flux_device="cpu", flux_max_batch=3)
+        )
+        try:
+            await host.start()
+            stopped = [lambda: False] * 3
+            results = await host.fill_batch(jobs, [s.append for s in seen], stopped, 120, ["a", "b", "c"])
+            return host.max_batch, results
+        finally:
+            await host.close()
+
+    max_batch, results = asyncio.run(through_host())
+    assert max_batch == 3
+    for fill_job, result, progress in zip(jobs, results, seen, strict=True):
+        assert isinstance(result, FillOutput), result
+        assert result.notes["runtime"]["batch"] == 3  # one pipeline call of three
+        assert progress == [25, 50, 75]
+        alone, _, _ = run(engine, fill_job)
+        assert np.array_equal(result.rgb, alone)
 
 
 def test_first_block_cache_on_completes(tiny_folder: Path, cat: tuple[np.ndarray, np.ndarray]) -> None:

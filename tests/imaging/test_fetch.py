@@ -6,6 +6,7 @@ import asyncio
 import base64
 import ipaddress
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -14,12 +15,13 @@ import pytest
 
 from fillframe.errors import InvalidInput
 from fillframe.imaging.fetch import (
-    _send_pinned,
+    Network,
+    address_problem,
     check_url,
     fetch_url,
-    is_allowed_address,
     load_source,
     parse_data_uri,
+    send_pinned,
 )
 from fillframe.settings import Settings
 from tests.imaging.conftest import IMAGE_PNG, TlsServer, TrickyServer
@@ -139,15 +141,19 @@ def test_check_url_accepts_public_urls(url: str) -> None:
     check_url(url, allow_private=False)
 
 
+def allowed(ip: str, allow_private: bool, trusted: Sequence[Network] = ()) -> bool:
+    return address_problem(ipaddress.ip_address(ip), allow_private, trusted) is None
+
+
 def test_address_policy_is_one_function() -> None:
-    assert is_allowed_address("93.184.216.34", allow_private=False)
-    assert not is_allowed_address("10.1.2.3", allow_private=False)
-    assert is_allowed_address("10.1.2.3", allow_private=True)
-    assert not is_allowed_address("0.0.0.0", allow_private=True)
+    assert allowed("93.184.216.34", allow_private=False)
+    assert not allowed("10.1.2.3", allow_private=False)
+    assert allowed("10.1.2.3", allow_private=True)
+    assert not allowed("0.0.0.0", allow_private=True)
     trusted = [ipaddress.ip_network("10.1.0.0/16")]
-    assert is_allowed_address("10.1.2.3", False, trusted)
-    assert not is_allowed_address("10.2.0.1", False, trusted)
-    assert not is_allowed_address("240.0.0.1", True, [ipaddress.ip_network("240.0.0.0/8")])
+    assert allowed("10.1.2.3", False, trusted)
+    assert not allowed("10.2.0.1", False, trusted)
+    assert not allowed("240.0.0.1", True, [ipaddress.ip_network("240.0.0.0/8")])
 
 
 # --- data URIs ---------------------------------------------------------------------------------
@@ -341,7 +347,7 @@ def test_connection_goes_to_the_checked_address_not_a_new_lookup(tricky: TrickyS
     async def pinned_get() -> bytes:
         async with httpx.AsyncClient(trust_env=False) as client:
             url = httpx.URL(f"http://no-such-host.invalid:{tricky.port}/image.png")
-            response = await _send_pinned(client, url, [ipaddress.ip_address("127.0.0.1")])
+            response = await send_pinned(client, url, [ipaddress.ip_address("127.0.0.1")])
             try:
                 return await response.aread()
             finally:

@@ -1,4 +1,4 @@
-"""Leases, retention and upload TTLs on fake time, on a real database and blob folder: nothing
+"""Leases, retention, upload and idempotency TTLs on fake time, on a real database and blob folder: nothing
 here sleeps, and every deadline is met to the second."""
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ import sqlalchemy as sa
 
 from fillframe import uploads
 from fillframe.clock import FakeClock
+from fillframe.contract import EditRequest
 from fillframe.db import Database, credit_ledger, jobs
 from fillframe.jobs import queue, retention, service
+from fillframe.jobs.idempotency import IdempotencyKey, KeyReused
 from fillframe.jobs.service import Outcome, StoredFile
 from fillframe.settings import Settings
 from fillframe.storage import BlobStore, output_key
-from tests.jobs.tenants import opened, submit, tenant
+from tests.jobs.tenants import IMAGE, MASK, opened, request, submit, tenant
 from tests.utils.images import encode
+from tests.utils.jobs import edit_body
 
 LEASE = 30.0
 DAY = timedelta(days=1)
@@ -56,16 +59,28 @@ async def _lease(url: str) -> None:
         assert await queue.requeue_expired(db, clock=clock) == [job_id]
         assert await service.finish_abandoned(db, job_id, DAY, clock=clock)
         assert await _status(db, job_id) == ("FAILED", 2)
-        async with db.read() as conn:
-            ledger = (
+        ledger = await _ledger(db, job_id)
+        assert [(k, a) for k, a, _ in ledger] == [("hold", -9), ("refund", 9)]
+        assert ledger[1].created_at == clock.now()  # the ledger is written on the same clock
+        for _ in range(3):  # later sweeps find nothing to end, and refund nothing again
+            clock.advance(LEASE)
+            assert await queue.requeue_expired(db, clock=clock) == []
+            assert not await service.finish_abandoned(db, job_id, DAY, clock=clock)
+        assert await _ledger(db, job_id) == ledger
+        assert await _status(db, job_id) == ("FAILED", 2)
+
+
+async def _ledger(db: Database, job_id: str) -> list[sa.Row[tuple[str, int, object]]]:
+    async with db.read() as conn:
+        return list(
+            (
                 await conn.execute(
                     sa.select(credit_ledger.c.kind, credit_ledger.c.amount, credit_ledger.c.created_at)
                     .where(credit_ledger.c.job_id == job_id)
                     .order_by(credit_ledger.c.id)
                 )
             ).all()
-        assert [(k, a) for k, a, _ in ledger] == [("hold", -9), ("refund", 9)]
-        assert ledger[1].created_at == clock.now()  # the ledger is written on the same clock
+        )
 
 
 @pytest.fixture
@@ -114,3 +129,31 @@ async def _upload(url: str, store: BlobStore) -> None:
         assert (await uploads.find(db, caller.account_id, row["id"], clock=clock)) is not None
         clock.advance(1)
         assert await uploads.find(db, caller.account_id, row["id"], clock=clock) is None
+
+
+def test_an_idempotency_key_lives_exactly_its_ttl(database_url: str) -> None:
+    asyncio.run(_idempotency(database_url))
+
+
+async def _idempotency(url: str) -> None:
+    clock = FakeClock()
+    ttl = timedelta(hours=1)
+    async with opened(url) as db:
+        caller = await tenant(db, "t")
+        first_body, other_body = request(), EditRequest.model_validate(edit_body(IMAGE, MASK, prompt="other"))
+
+        async def submit_with(req: EditRequest) -> service.Submitted:
+            idem = IdempotencyKey.of("nightly-run", req.model_dump_json())
+            return await service.submit(
+                db, caller, req, cost=0, max_attempts=1, idem=idem, idem_ttl=ttl, clock=clock
+            )
+
+        first = await submit_with(first_body)
+        clock.advance(ttl.total_seconds() - 1)
+        replayed = await submit_with(first_body)
+        assert (replayed.job_id, replayed.replayed) == (first.job_id, True)
+        with pytest.raises(KeyReused):
+            await submit_with(other_body)
+        clock.advance(1)  # the key is free again: a different body starts a new job
+        again = await submit_with(other_body)
+        assert again.job_id != first.job_id and not again.replayed

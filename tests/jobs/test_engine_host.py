@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +30,8 @@ from fillframe.settings import Settings
 from tests.test_operations import sample
 from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body, wait_job
+from tests.utils.poll import until
+from tests.utils.procs import gone
 from tests.utils.servers import LiveServer, create_key, own_server
 
 IMAGE = data_uri(np.full((32, 32, 3), 90, np.uint8))
@@ -229,7 +230,7 @@ def test_a_process_killed_between_jobs_is_replaced_before_the_next(tmp_path: Pat
             first = host.pid
             assert first is not None
             os.kill(first, signal.SIGKILL)  # as the OOM killer would, while it idles
-            await asyncio.to_thread(time.sleep, 0.3)
+            await asyncio.to_thread(until, lambda: gone(first), "the engine host killed", 10)
             out = await host.fill(_job(), lambda _: None, lambda: False, 30)
             assert out.rgb.shape == _job().rgb.shape
             assert host.pid not in (None, first) and host.restarts == 1

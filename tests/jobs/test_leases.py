@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -11,6 +10,7 @@ import numpy as np
 
 from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body, wait_job
+from tests.utils.poll import until
 from tests.utils.servers import LiveServer, WorkerProcess, create_key, drop_backend, fillframe_env
 
 IMAGE = data_uri(np.full((32, 32, 3), 60, np.uint8))
@@ -31,12 +31,7 @@ def lease_env(data_dir: Path, backend: str, runlog: Path, **extra: str) -> dict[
 
 
 def wait_for_runs(runlog: Path, starts: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if runlog.exists() and runlog.read_text().count("start") >= starts:
-            return
-        time.sleep(0.05)
-    raise TimeoutError("the engine never started")
+    until(lambda: runlog.exists() and runlog.read_text().count("start") >= starts, "started", timeout)
 
 
 def test_killed_worker_job_finishes_once_on_another(tmp_path: Path, backend: str) -> None:
@@ -92,7 +87,8 @@ def test_job_fails_and_refunds_once_after_its_last_attempt(tmp_path: Path, backe
             assert job["status"] == "FAILED"
             assert job["errorCode"] == "engine_error"
             assert "stopped before finishing it (1 of 1 attempts)" in job["error"]
-            time.sleep(2)  # further sweeps must not refund again
+            # Later sweeps find nothing to end or refund: tests/jobs/test_clock.py moves a fake
+            # clock past them.
             assert client.get("/v2/me").json()["team"]["credits"] == 9
         ledger = query(env, "SELECT kind, amount FROM credit_ledger WHERE job_id = :j ORDER BY id", j=job_id)
         assert ledger == [("hold", -9), ("refund", 9)]

@@ -20,6 +20,7 @@ from fillframe.jobs.service import Outcome
 from fillframe.migrations import upgrade
 from tests.utils.backends import create_pg_database, drop_pg_database
 from tests.utils.jobs import data_uri, edit_body
+from tests.utils.poll import until_async
 
 IMAGE = data_uri(np.full((16, 16, 3), 90, np.uint8))
 MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 4))
@@ -66,8 +67,19 @@ async def _announcements(url: str) -> None:
                     has_webhook=has_webhook,
                 )
                 assert ended.ended
-        await asyncio.sleep(0.5)  # notifications arrive after their commits
+        # A marker sent after every finish has committed: PostgreSQL delivers notifications in
+        # commit order, so once it is heard, nothing from the jobs above can still arrive.
+        sender = await asyncpg.connect(plain_url(db.url))
+        try:
+            await sender.execute("SELECT pg_notify($1, 'marker')", queue.DONE_CHANNEL)
+        finally:
+            await sender.close()
+        await until_async(lambda: _heard(heard, "marker"), "the marker heard", timeout=10)
     finally:
         await listener.close()
         await db.close()
-    assert heard == waited
+    assert heard == [*waited, "marker"]
+
+
+async def _heard(heard: list[str], payload: str) -> bool:
+    return payload in heard

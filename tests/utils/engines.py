@@ -7,6 +7,8 @@ import signal
 import time
 from typing import ClassVar
 
+import numpy as np
+
 from fillframe.engines.base import CancelledFn, Engine, FillJob, FillOutput, ProgressFn
 from fillframe.errors import Cancelled
 
@@ -124,3 +126,49 @@ class LeakEngine(Misbehaving):
         while len(self.leaked) < 128:
             self.leaked.append(bytearray(b"x" * (32 << 20)))
             time.sleep(0.02)
+
+
+class BatchingEngine(Engine):
+    """Fills the hole with noise drawn from the job's seed alone, so a job's image is the same in
+    any batch; batches of up to FILLFRAME_TEST_MAX_BATCH jobs (default 1). Each call takes
+    FILLFRAME_TEST_SLEEP seconds in steps that report each job's progress and look at each job's
+    cancel; it appends `call <n> <seeds>` to FILLFRAME_TEST_RUNLOG. A job whose prompt is
+    "crash" takes the engine's process down (`os.abort()`) with every job in its call."""
+
+    name = "batching"
+
+    def max_batch(self) -> int:
+        return int(os.environ.get("FILLFRAME_TEST_MAX_BATCH", "1"))
+
+    def fill(self, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> FillOutput:
+        (result,) = self.fill_batch([job], [progress], [cancelled])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def fill_batch(
+        self, jobs: list[FillJob], progress: list[ProgressFn], cancelled: list[CancelledFn]
+    ) -> list[FillOutput | BaseException]:
+        runlog = os.environ.get("FILLFRAME_TEST_RUNLOG")
+        if runlog:
+            with open(runlog, "a") as fh:
+                fh.write(f"call {len(jobs)} {' '.join(str(job.seed) for job in jobs)}\n")
+        if any(job.prompt == "crash" for job in jobs):
+            os.abort()
+        steps = 10
+        for step in range(steps):
+            time.sleep(float(os.environ.get("FILLFRAME_TEST_SLEEP", "0")) / steps)
+            for report in progress:
+                report((step + 1) * 100 // steps)
+        return [
+            Cancelled() if stop() else _noise(job, len(jobs))
+            for job, stop in zip(jobs, cancelled, strict=True)
+        ]
+
+
+def _noise(job: FillJob, batch: int) -> FillOutput:
+    rgb = job.rgb.copy()
+    hole = job.mask >= 128
+    rng = np.random.default_rng(job.seed)
+    rgb[hole] = rng.integers(0, 256, (int(hole.sum()), 3), dtype=np.uint8)
+    return FillOutput(rgb, notes={"batch": batch, "seed": job.seed})

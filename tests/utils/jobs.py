@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 
 import httpx
 import numpy as np
 
+from tests.utils import poll
 from tests.utils.images import encode
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -27,15 +27,19 @@ def edit_body(image: str, mask: str | None = None, prompt: str = "fill it", **pa
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 60.0, until: set[str] | None = None) -> dict:
-    until = until or TERMINAL
-    deadline = time.monotonic() + timeout
-    while True:
+    """Poll the job until its status is one of `until` (default: any end); returns the job."""
+    ends = until or TERMINAL
+    seen: list[str] = []
+
+    def ended() -> dict | None:
         job = client.get(f"/v2/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
-        time.sleep(0.05)
+        seen[:] = [job["status"]]
+        return job if job["status"] in ends else None
+
+    try:
+        return poll.until(ended, f"job {job_id} in {sorted(ends)}", timeout)
+    except TimeoutError:
+        raise TimeoutError(f"job {job_id} still {seen[0]} after {timeout:g} s") from None
 
 
 def submit_and_wait(client: httpx.Client, body: dict[str, Any], timeout: float = 60.0) -> dict:

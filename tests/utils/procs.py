@@ -25,3 +25,12 @@ def engine_hosts(pid: int) -> list[int]:
         if ppid == pid and b"spawn_main" in cmdline:
             found.append(int(stat.parent.name))
     return found
+
+
+def gone(pid: int) -> bool:
+    """Whether `pid` has stopped running: exited and reaped, or a zombie waiting to be."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from tests.utils.backends import create_pg_database, drop_pg_database
+from tests.utils.poll import until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,14 +97,16 @@ def create_key(env: dict[str, str], name: str = "tester", credits: int | None = 
 def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> float:
     """Poll `url` until it answers 200; returns the seconds it took."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
+
+    def answers() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return time.monotonic() - start
-        time.sleep(0.02)
-    raise TimeoutError(f"{url} did not come up in {timeout} s")
+            return httpx.get(url, timeout=1.0).status_code == 200
+        return False
+
+    until(answers, f"{url} up", timeout, every=0.02)
+    return time.monotonic() - start
 
 
 class FillframeProcess:

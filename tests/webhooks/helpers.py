@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 from fillframe.contract import EditRequest
 from tests.utils.backends import query
 from tests.utils.jobs import data_uri, edit_body
+from tests.utils.poll import until
 
 IMAGE = data_uri(np.full((32, 32, 3), 70, np.uint8))
 MASK = data_uri(np.pad(np.full((8, 8), 255, np.uint8), 12))
@@ -34,14 +34,12 @@ def submit(client: httpx.Client, webhook_url: str, mask: str = MASK, **extra: An
 
 def wait_webhook_status(client: httpx.Client, job_id: str, status: str, timeout: float = 60.0) -> dict:
     """Poll the job until its webhookStatus is `status`; returns the job."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def reached() -> dict | None:
         job = client.get(f"/v2/jobs/{job_id}").json()
-        if job["webhookStatus"] == status:
-            return job
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id}: webhookStatus {job['webhookStatus']}, expected {status}")
-        time.sleep(0.05)
+        return job if job["webhookStatus"] == status else None
+
+    return until(reached, f"job {job_id}'s webhookStatus {status}", timeout)
 
 
 @dataclass(frozen=True)
@@ -66,11 +64,9 @@ def outbox(env: dict[str, str], job_id: str) -> list[OutboxRow]:
 
 def wait_outbox(env: dict[str, str], job_id: str, attempts: int, timeout: float = 60.0) -> OutboxRow:
     """Poll the job's one outbox row until it has made at least `attempts` attempts."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def made() -> OutboxRow | None:
         rows = outbox(env, job_id)
-        if rows and rows[0].attempts >= attempts:
-            return rows[0]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id}: outbox {rows}, expected {attempts} attempts")
-        time.sleep(0.05)
+        return rows[0] if rows and rows[0].attempts >= attempts else None
+
+    return until(made, f"{attempts} attempts in job {job_id}'s outbox", timeout)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -21,6 +20,7 @@ from fillframe.jobs import service
 from fillframe.settings import Settings
 from fillframe.webhooks import deliver
 from fillframe.webhooks.deliver import Deliverer, destination, in_flight_per_host, pick
+from tests.utils.poll import until_async
 from tests.webhooks.helpers import edit_request
 from tests.webhooks.receiver import Receiver
 
@@ -45,13 +45,6 @@ async def attempts(db: Database) -> dict[str, tuple[str, int]]:
     async with db.read() as conn:
         rows = await conn.execute(sa.select(d.c.id, d.c.status, d.c.attempts))
         return {row.id: (row.status, row.attempts) for row in rows}
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"still not {what} after {timeout:g} s"
-        await asyncio.sleep(0.02)
 
 
 async def delivered(db: Database, *ids: str) -> bool:
@@ -99,7 +92,7 @@ def test_hanging_receivers_of_one_tenant_cost_only_their_own_deliveries(
         b_id = await queued_webhook(db, caller_b, healthy.url("/b"), clock)
         async with delivering(db, settings, clock) as deliverer:
             try:
-                await wait_until(lambda: delivered(db, b_id), "delivered to B")
+                await until_async(lambda: delivered(db, b_id), "delivered to B")
                 await asyncio.to_thread(hanging.wait_for, 4)
                 seen = await attempts(db)
                 tried = sorted(seen[i][1] for i in a_ids)
@@ -110,7 +103,7 @@ def test_hanging_receivers_of_one_tenant_cost_only_their_own_deliveries(
                 assert busy == {destination(hanging.url()): 4} and deliverer.in_flight == 4
             finally:
                 release.set()
-            await wait_until(lambda: delivered(db), "all delivered")
+            await until_async(lambda: delivered(db), "all delivered")
         await db.close()
 
     with Receiver(hold=release) as hanging, Receiver() as healthy:
@@ -141,7 +134,7 @@ def test_a_long_run_of_rows_for_a_full_destination_is_skipped_in_sql(
         b_id = await queued_webhook(db, await tenant(db, "b"), healthy.url(), clock)
         async with delivering(db, settings, clock):
             try:
-                await wait_until(lambda: delivered(db, b_id), "delivered to B")
+                await until_async(lambda: delivered(db, b_id), "delivered to B")
                 assert (len(hanging.hits), hanging.open) == (1, 1)
             finally:
                 release.set()
@@ -167,7 +160,7 @@ def test_many_destinations_go_out_at_once(database_url: str, tmp_path: Path) -> 
         last = await queued_webhook(db, await tenant(db, "b"), healthy.url(), clock)
         async with delivering(db, settings, clock):
             try:
-                await wait_until(lambda: delivered(db, last), "delivered to the last tenant")
+                await until_async(lambda: delivered(db, last), "delivered to the last tenant")
                 for rx in hanging:
                     await asyncio.to_thread(rx.wait_for, 1)
                 assert [rx.open for rx in hanging] == [1] * len(hanging)
@@ -208,6 +201,27 @@ def test_retry_schedule_runs_on_a_fake_clock(database_url: str, tmp_path: Path) 
     assert steps == [["pending"], [], ["pending"], [], ["delivered"]]
 
 
+def test_a_410_is_the_last_attempt_even_a_day_later(database_url: str, tmp_path: Path) -> None:
+    """After a 410 nothing is ever due again: the clock moves on past every retry of the schedule."""
+    settings = settings_for(tmp_path, database_url)
+    clock = FakeClock()
+
+    async def scenario(rx: Receiver) -> list[list[str]]:
+        db = Database(database_url)
+        await queued_webhook(db, await tenant(db, "t"), rx.url(), clock)
+        deliverer = Deliverer(db, settings, clock)
+        steps = [await deliverer.deliver_due()]
+        for seconds in (1, 60, 3600, 86400, 86400):
+            clock.advance(seconds)
+            steps.append(await deliverer.deliver_due())
+        await db.close()
+        return steps
+
+    with Receiver([410]) as rx:
+        assert asyncio.run(scenario(rx)) == [["failed"], [], [], [], [], []]
+        assert [h.answered for h in rx.hits] == [410]
+
+
 def test_destination_and_pick() -> None:
     assert destination("https://Hooks.Example.com/a?b") == "https://hooks.example.com:443"
     assert destination("http://h:8080/x") == destination("http://H:8080/y") == "http://h:8080"
@@ -246,7 +260,7 @@ def test_the_cap_per_host_holds_over_deliverers_that_share_the_database(
             first = await one.claim_and_start()
             assert len(first) == 4, "3 of A's (its host's cap) and B's"
             assert await two.claim_and_start() == [], "A's host is at its cap, counted over both"
-            await wait_until(lambda: delivered(db_two, b_id), "delivered to B")
+            await until_async(lambda: delivered(db_two, b_id), "delivered to B")
             await asyncio.to_thread(hanging.wait_for, 3)
             assert (hanging.open, one.in_flight, two.in_flight) == (3, 3, 0)
             clock.advance(settings.webhook_timeout_seconds + 31)  # the first one's leases ran out

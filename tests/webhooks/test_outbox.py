@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from fillframe.settings import Settings
 from fillframe.storage import BlobStore, Linker
 from fillframe.webhooks import verify
 from fillframe.webhooks.deliver import Deliverer
+from tests.utils.poll import until_async
 from tests.webhooks.helpers import edit_request
 from tests.webhooks.receiver import Receiver
 
@@ -115,10 +115,11 @@ def test_many_deliverers_send_each_webhook_once(database_url: str, tmp_path: Pat
         pools = [Database(database_url) for _ in range(4)]
         stop = asyncio.Event()
         loops = [asyncio.create_task(Deliverer(pool, settings).run(stop)) for pool in pools]
-        deadline = time.monotonic() + 60
-        while [j for j in job_ids if (await snapshot(db, j))[1] != "delivered"]:
-            assert time.monotonic() < deadline, "webhooks still pending after 60 s"
-            await asyncio.sleep(0.1)
+
+        async def all_delivered() -> bool:
+            return [(await snapshot(db, j))[1] for j in job_ids] == ["delivered"] * len(job_ids)
+
+        await until_async(all_delivered, "every webhook delivered", 60, every=0.1)
         stop.set()
         await asyncio.gather(*loops)
         async with db.read() as conn:
