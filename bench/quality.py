@@ -4,13 +4,17 @@ and OpenCV Telea, all measured in the same run.
     .venv/bin/python bench/quality.py            # 8 photos, 512² and 1024² (about 20 min, 1 core)
     .venv/bin/python bench/quality.py --quick    # 3 photos at 512² (about a minute)
     .venv/bin/python bench/quality.py --extras   # outpaint seams, cost in a 4096² photo
+    .venv/bin/python bench/quality.py --only brick gravel > b.log; ... --from-log a.log b.log
 
 Cases: box 10% and 25%, brush 15% (fixed seeds), outpaint right by 50% (the right third of the
 photo is new canvas) and zoom out 1.5x (only the central 1/1.5 of the photo is kept); the truth
 is always the whole photo. Measures, inside the hole, each over the truth's own (1.0 = like the
 real photo), from `fillframe.engines.fillquality`: grid blockiness, patch coherence p95 (lower is
 better), texture energy; then PSNR and SSIM against the truth. For zoom out, `clones` is the
-share of the new canvas that is a large verbatim copy of the subject (the original's centre).
+share of the new canvas that is a large verbatim copy of the subject (the original's centre),
+and `copies` how many times the most copied 32x32 piece of the original appears in the fill
+(99.9th percentile over pieces, each hole pixel counted for the piece holding its nearest known
+patch), over the truth's own.
 Prints medians per case type and size, and over all cases; CPU ms use one OpenCV thread.
 Contact sheets (a window at the hole's border, zoomed 2x; whole frames for zoom out) go to
 bench/out/.
@@ -125,7 +129,7 @@ def telea(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 METHODS: dict[str, Method] = {"classic": classic, "pypm5": pypatchmatch, "telea": telea}
-MEASURES = ("ms", "block", "coher", "texture", "psnr", "ssim", "clones")
+MEASURES = ("ms", "block", "coher", "texture", "psnr", "ssim", "clones", "copies")
 
 
 def timed(fn: Method, rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -140,6 +144,7 @@ class Truth:
     block: float
     coher: float
     texture: float
+    copies: float  # zoom out only (nan otherwise)
 
 
 @dataclass
@@ -185,6 +190,7 @@ def measure(
     cells.add(label, size, case, "ssim", fq.ssim_in(out, truth, hole))
     if case == "zoomout15":
         cells.add(label, size, case, "clones", fq.subject_copies(matches, hole, subject_of(hole)))
+        cells.add(label, size, case, "copies", fq.source_copies(matches, hole) / ref.copies)
     # One line per fill as it is measured, so that a cut-short run still says what it saw.
     got = {
         k: cells.values[(label, size, case, k)][-1]
@@ -231,8 +237,16 @@ def run_cases(photos: tuple[str, ...], sizes: list[int], sheets_on: bool = True)
             for case_index, case in enumerate(CASES):
                 mask = make_mask(case, size, seed=100 * photo_index + case_index)
                 hole = mask > 0
+                copies = (
+                    fq.source_copies(fq.nearest_known_patches(truth, hole), hole)
+                    if case == "zoomout15"
+                    else float("nan")
+                )
                 ref = Truth(
-                    fq.blockiness(truth, hole), fq.coherence_p95(truth, hole), fq.texture_energy(truth, hole)
+                    fq.blockiness(truth, hole),
+                    fq.coherence_p95(truth, hole),
+                    fq.texture_energy(truth, hole),
+                    copies,
                 )
                 shown = truth.copy()
                 shown[hole] = (255, 0, 255)
@@ -272,7 +286,7 @@ def write_sheet(name: str, rows: list[list[np.ndarray]], labels: list[str]) -> N
 
 def row(cells: Cells, method: str, size: int | None = None, case: str | None = None) -> str:
     m = {k: cells.median(method, k, size, case) for k in MEASURES}
-    clones = "" if np.isnan(m["clones"]) else f"{m['clones']:>8.3f}"
+    clones = "" if np.isnan(m["clones"]) else f"{m['clones']:>8.3f}{m['copies']:>8.2f}"
     return (
         f"{m['ms']:>8.0f}{m['block']:>7.2f}{m['coher']:>7.2f}{m['texture']:>8.2f}"
         f"{m['psnr']:>7.2f}{m['ssim']:>7.3f}{clones}"
@@ -281,7 +295,7 @@ def row(cells: Cells, method: str, size: int | None = None, case: str | None = N
 
 def report(cells: Cells, sizes: list[int]) -> None:
     print(f"{'method':<9}{'size':>5} {'case':<11}{'ms':>8}{'block':>7}{'coher':>7}", end="")
-    print(f"{'texture':>8}{'PSNR':>7}{'SSIM':>7}{'clones':>8}")
+    print(f"{'texture':>8}{'PSNR':>7}{'SSIM':>7}{'clones':>8}{'copies':>8}")
     for size in sizes:
         for case in CASES:
             for method in METHODS:
@@ -338,9 +352,10 @@ def run_outpaint() -> None:
         placed = (plan.y, plan.x, plan.image_height, plan.image_width)
         out, ms = timed(classic, canvas, mask)
         t_out, t_ms = timed(telea, canvas, mask)
+        copies = fq.source_copies(fq.nearest_known_patches(out, mask > 0), mask > 0)
         print(
             f"  {preset:<15} canvas {canvas.shape[1]}x{canvas.shape[0]}: ours {ms:6.0f} ms "
-            f"(seam {seam_ratio(out, placed):.2f}), telea {t_ms:5.0f} ms "
+            f"(seam {seam_ratio(out, placed):.2f}, copies {copies:.1f}), telea {t_ms:5.0f} ms "
             f"(seam {seam_ratio(t_out, placed):.2f})"
         )
 
@@ -365,6 +380,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 photos at 512² only")
     parser.add_argument("--sizes", type=int, nargs="*", help="override the frame sizes")
     parser.add_argument("--photos", type=int, help="only the first N photos")
+    parser.add_argument(
+        "--only", nargs="*", choices=PHOTOS, help="only these photos (join split runs with --from-log)"
+    )
     parser.add_argument("--extras", action="store_true", help="only outpaint seams and 4096² scaling")
     parser.add_argument(
         "--from-log", nargs="*", help="summarise the `case` lines of earlier runs' output instead of running"
@@ -381,7 +399,7 @@ def main() -> None:
         run_outpaint()
         run_scaling()
         return
-    photos = (QUICK_PHOTOS if args.quick else PHOTOS)[: args.photos]
+    photos = tuple(args.only) if args.only else (QUICK_PHOTOS if args.quick else PHOTOS)[: args.photos]
     sizes = args.sizes or ([512] if args.quick else [512, 1024])
     cells = run_cases(photos, sizes, not args.no_sheets)
     report(cells, sizes)

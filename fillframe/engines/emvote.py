@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 
 from fillframe.engines.nnfield import (
+    DESCRIPTOR_SIZE,
     Field,
     SearchPlan,
     improve_field,
-    patch_descriptors,
     refresh_descriptors,
     rescore,
     whole_patch_sources,
@@ -34,6 +34,8 @@ _REFINE_STEPS = (4, 1)
 _REFINE_RADIUS = 8  # random search around each carried match, halving down to 1 pixel
 
 _ANCHOR_WEIGHT = 4.0
+_MIRROR_BLEND = (0.6, 0.35, 0.15)  # share of the mirrored known pixel at depth 1, 2, 3
+_SEAM_RING = 2  # known pixels this close to the hole measure the vote's error there
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,59 @@ def carried_up(
     return Targets(ty, tx, Field(sy.astype(np.int32), sx.astype(np.int32), d))
 
 
-def vote(level: Level, targets: Targets, radius: int, sharpness: float = 1.0) -> np.ndarray:
+def vote(
+    level: Level,
+    targets: Targets,
+    radius: int,
+    sharpness: float = 1.0,
+    seam: float = 0.0,
+    box: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
     """The level's image with every hole pixel replaced by the weighted vote of the patches
     within `radius` of it. Weights fall with a match's distance (exp(-sharpness d / s), s its
-    median), so a patch that found no good match barely counts."""
+    median), so a patch that found no good match barely counts. With `box` (rows y0:y1,
+    columns x0:x1) only the hole pixels inside it are voted again.
+
+    With `seam` > 0 the vote is also taken on the known pixels next to the hole, and what it
+    gets wrong there (the known pixel minus the vote) is added to the hole, fading with depth
+    over about `seam` pixels: the fill then meets the known side without a step.
+    """
+    hole = level.known == 0
+    ring = _SEAM_RING if seam > 0 else 0
+    y0, y1, x0, x1 = _grown_box(hole, ring, box)
+    mean, total = _voted(level, targets, radius, sharpness, (y0, y1, x0, x1))
+    inside = hole[y0:y1, x0:x1]
+    if seam > 0:
+        mean += _seam_offset(level.img[y0:y1, x0:x1], mean, inside, total > 0, seam)
+    out = level.img.copy()
+    crop = out[y0:y1, x0:x1]
+    fill = inside & (total > 0)
+    crop[fill] = np.clip(mean[fill] + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _grown_box(
+    hole: np.ndarray, grow: int, within: tuple[int, int, int, int] | None = None
+) -> tuple[int, int, int, int]:
+    """Rows y0:y1, columns x0:x1 of the hole's bounding box (cut to `within`), grown by `grow`,
+    inside the frame."""
+    x, y, w, h = cv2.boundingRect(hole.astype(np.uint8))
+    y0, y1, x0, x1 = y, y + h, x, x + w
+    if within is not None:
+        y0, y1 = max(y0, within[0]), min(y1, within[1])
+        x0, x1 = max(x0, within[2]), min(x1, within[3])
+    height, width = hole.shape
+    return max(0, y0 - grow), min(height, y1 + grow), max(0, x0 - grow), min(width, x1 + grow)
+
+
+def _voted(
+    level: Level, targets: Targets, radius: int, sharpness: float, box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vote (hxwx3 float32) and its total weight (hxw) on every pixel of `box`.
+
+    Image-space: for each offset d within `radius`, the patches centred at p - d say that pixel
+    p is their match's pixel shifted by d; one remap per offset gathers that for the whole box.
+    """
     height, width = level.known.shape
     field = targets.field
     finite = np.isfinite(field.d)
@@ -103,32 +154,77 @@ def vote(level: Level, targets: Targets, radius: int, sharpness: float = 1.0) ->
     # Patches centred on a known pixel are pinned by what is really there: they carry the known
     # side's texture across the border, which keeps the seam from showing.
     weight[level.known[targets.ty, targets.tx] != 0] *= _ANCHOR_WEIGHT
-    # Maps padded by the radius, so that every shifted read stays inside them.
-    pw = width + 2 * radius
-    src = np.zeros((height + 2 * radius) * pw, np.int64)
-    w_map = np.zeros(src.size, np.float32)
-    at = (targets.ty + radius).astype(np.int64) * pw + targets.tx + radius
-    src[at] = field.sy.astype(np.int64) * width + field.sx
-    w_map[at] = weight
-    hy, hx = np.nonzero(level.known == 0)
-    here = (hy + radius).astype(np.int64) * pw + hx + radius
-    # One 32-bit word per pixel: a gather then moves one element, not three.
-    packed = np.ascontiguousarray(np.pad(level.img, ((0, 0), (0, 0), (0, 1)))).view(np.uint32).reshape(-1)
-    acc = np.zeros((hy.size, 4), np.float32)
-    total = np.zeros(hy.size, np.float32)
+    # Maps padded by the radius, so that every shifted window stays inside them.
+    shape = (height + 2 * radius, width + 2 * radius)
+    sy_map = np.zeros(shape, np.float32)
+    sx_map = np.zeros(shape, np.float32)
+    w_map = np.zeros(shape, np.float32)
+    sy_map[targets.ty + radius, targets.tx + radius] = field.sy
+    sx_map[targets.ty + radius, targets.tx + radius] = field.sx
+    w_map[targets.ty + radius, targets.tx + radius] = weight
+    y0, y1, x0, x1 = box
+    acc = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+    total = np.zeros((y1 - y0, x1 - x0), np.float32)
+    term = np.empty_like(acc)  # reused: a fresh temporary per offset costs its page faults
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
-            q = here - (dy * pw + dx)
-            wq = w_map[q]
-            # A pixel that is not a target has weight 0; its clipped read is harmless.
-            index = np.clip(src[q] + (dy * width + dx), 0, packed.size - 1)
-            acc += wq[:, None] * packed[index].view(np.uint8).reshape(-1, 4)
+            # The patch centred at p - d, in the padded maps.
+            rows = slice(y0 + radius - dy, y1 + radius - dy)
+            cols = slice(x0 + radius - dx, x1 + radius - dx)
+            wq = w_map[rows, cols]
+            got = cv2.remap(
+                level.img,
+                sx_map[rows, cols] + dx,
+                sy_map[rows, cols] + dy,
+                cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+            np.multiply(got, wq[:, :, None], out=term)
+            acc += term
             total += wq
-    out = level.img.copy()
-    voted = total > 0
-    value = acc[voted, :3] / total[voted, None]
-    out[hy[voted], hx[voted]] = np.clip(value + 0.5, 0, 255).astype(np.uint8)
-    return out
+    # Weights may all be tiny (every match far off) but still say which match is nearest.
+    mean = np.divide(acc, total[:, :, None], out=np.zeros_like(acc), where=total[:, :, None] > 0)
+    return mean, total
+
+
+def _seam_offset(
+    img: np.ndarray, mean: np.ndarray, inside: np.ndarray, voted: np.ndarray, seam: float
+) -> np.ndarray:
+    """hxwx3 float32 correction for the hole, so that the fill meets the known pixels.
+
+    img: the crop (known pixels true); mean: the vote on it; inside: hole pixels of the crop.
+    Two parts: the vote's error on the known ring, smoothed and spread inwards over `seam`
+    pixels (a shift of colour or light), and, over the first pixels, a blend towards the known
+    pixels mirrored through the nearest border pixel (the grain, pixel for pixel).
+    """
+    near = cv2.dilate(inside.astype(np.uint8), np.ones((2 * _SEAM_RING + 1,) * 2, np.uint8)) != 0
+    ring = (near & ~inside & voted).astype(np.float32)
+    error = (img.astype(np.float32) - mean) * ring[:, :, None]
+    sigma = max(seam / 2, 1.0)
+    spread = (
+        cv2.GaussianBlur(error, (0, 0), sigma)
+        / np.maximum(cv2.GaussianBlur(ring, (0, 0), sigma), 1e-3)[:, :, None]
+    )
+    depth, labels = cv2.distanceTransformWithLabels(
+        inside.astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    fade = np.exp(-((depth / seam) ** 2)) * inside
+    offset: np.ndarray = spread * fade[:, :, None]
+    # The first pixels: towards the mirror image of the known side (a step like the one inside).
+    py, px = np.nonzero(inside & (depth <= len(_MIRROR_BLEND)))
+    ky, kx = np.nonzero(~inside)  # label k is the k-th known pixel in raster order
+    nearest = labels[py, px] - 1
+    my, mx = 2 * ky[nearest] - py, 2 * kx[nearest] - px
+    height, width = inside.shape
+    fits = (my >= 0) & (my < height) & (mx >= 0) & (mx < width)
+    fits[fits] = ~inside[my[fits], mx[fits]]
+    py, px, my, mx = py[fits], px[fits], my[fits], mx[fits]
+    blend = np.asarray(_MIRROR_BLEND, np.float32)[
+        np.minimum(np.rint(depth[py, px]).astype(int), len(_MIRROR_BLEND)) - 1
+    ]
+    now = mean[py, px] + offset[py, px]
+    offset[py, px] += blend[:, None] * (img[my, mx].astype(np.float32) - now)
+    return offset
 
 
 def refine(
@@ -141,23 +237,48 @@ def refine(
     sharpness: float,
     steps: tuple[int, ...] = _REFINE_STEPS,
     band: int | None = None,
+    seam: float = 0.0,
 ) -> tuple[np.ndarray, Targets]:
     """EM at one level: `iterations` times, search from the current matches on the current
     image, then vote. With `band`, only the patches within that many pixels of a known pixel
-    are searched again (the seam), the rest keep their carried matches. Returns the voted image
-    and the matches."""
+    are searched again (the seam) and voted again, the rest keep their carried matches; `seam`
+    goes to the last vote. Returns the voted image and the matches."""
     sources = whole_patch_sources(level.ok, level.known, radius)
     # Vote the carried matches first: real fine pixels, not the upsampled coarse blur, are then
     # what the search compares patches on.
-    img = vote(level, targets, vote_radius, sharpness)
-    desc = patch_descriptors(img, radius)
-    x, y, w, h = cv2.boundingRect((level.known == 0).astype(np.uint8))
+    img = vote(level, targets, vote_radius, sharpness, seam if iterations == 0 else 0.0)
+    pick = _near_known(level.known, targets, band)
+    searched = _box_of(targets.ty, targets.tx, pick, radius + vote_radius)
+    # Descriptors only where the search reads them: the searched patches and the sources.
+    src_y, src_x = np.nonzero(sources)
+    window = _union(searched, _box_of(src_y, src_x, None, radius))
+    desc = np.zeros((*img.shape[:2], DESCRIPTOR_SIZE), np.float32)  # untouched pages cost nothing
     for iteration in range(iterations):
-        if iteration:  # only patches near the hole changed with the last vote
-            refresh_descriptors(desc, img, (y - radius, y + h + radius, x - radius, x + w + radius), radius)
-        _search(targets, desc, sources, rng, steps, _near_known(level.known, targets, band))
-        img = vote(Level(img, level.known, level.ok), targets, vote_radius, sharpness)
+        refresh_descriptors(desc, img, window, radius)
+        _search(targets, desc, sources, rng, steps, pick)
+        last = iteration == iterations - 1
+        img = vote(
+            Level(img, level.known, level.ok),
+            targets,
+            vote_radius,
+            sharpness,
+            seam if last else 0.0,
+            None if pick is None else searched,
+        )
     return img, targets
+
+
+def _box_of(ys: np.ndarray, xs: np.ndarray, pick: np.ndarray | None, grow: int) -> tuple[int, int, int, int]:
+    """Rows y0:y1, columns x0:x1 around the points (ys, xs)[pick], grown by `grow` (may overhang)."""
+    if pick is not None:
+        ys, xs = ys[pick], xs[pick]
+    if ys.size == 0:
+        return (0, 0, 0, 0)
+    return int(ys.min()) - grow, int(ys.max()) + 1 + grow, int(xs.min()) - grow, int(xs.max()) + 1 + grow
+
+
+def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
 
 
 def _near_known(known: np.ndarray, targets: Targets, band: int | None) -> np.ndarray | None:
@@ -188,6 +309,10 @@ def _search(
     part = Field(field.sy[pick], field.sx[pick], field.d[pick])
     rescore(part, desc, ty, tx)
     improve_field(part, desc, (ty, tx), sources, rng, SearchPlan(1, steps, _REFINE_RADIUS))
-    # The others keep their carried distances, measured one octave coarser on a patch of the
-    # same size: close enough to weigh the vote.
+    # The others keep their carried matches, whose distances were measured one octave coarser,
+    # where patches have less detail (many are 0): weighed by those, the searched seam patches
+    # counted next to nothing and the seam showed. They count as a typical searched one instead.
+    finite = np.isfinite(part.d)
+    typical = float(np.median(part.d[finite])) if finite.any() else 1.0
+    field.d[np.isfinite(field.d)] = typical
     field.sy[pick], field.sx[pick], field.d[pick] = part.sy, part.sx, part.d

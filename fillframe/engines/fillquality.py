@@ -178,3 +178,25 @@ def subject_copies(matches: PatchMatches, hole: np.ndarray, subject: np.ndarray,
             if from_subject[pick][sub_label == label].mean() > 0.5:
                 covered += int(stats[label, cv2.CC_STAT_AREA])
     return covered / max(int(np.count_nonzero(hole)), 1)
+
+
+def source_copies(matches: PatchMatches, hole: np.ndarray, cell: int = GRID) -> float:
+    """How many times the most copied piece of the known area appears in the fill: a clone measure.
+
+    The known area is cut into cell x cell squares; each hole pixel counts for the square that
+    holds its nearest known patch. A square's count over its known pixels is how many copies of
+    it the fill holds; the 99.9th percentile over squares is returned. At 512² zoom out 1.5x the
+    true photo scores 8.0 (coffee) and 4.0 (astronaut), the classic fill 18.4 and 11.6,
+    PyPatchMatch 10.2 and 9.6: a piece pasted again and again round the frame raises it.
+    """
+    inside = hole[matches.ys, matches.xs]
+    width = hole.shape[1]
+    cells_x = -(-width // cell)
+    used = (matches.sy[inside] // cell) * cells_x + matches.sx[inside] // cell
+    ky, kx = np.nonzero(~hole)
+    area = np.bincount((ky // cell) * cells_x + kx // cell, minlength=used.max(initial=0) + 1)
+    counts = np.bincount(used, minlength=area.size)
+    full = area >= cell * cell // 2  # squares mostly known, not slivers at the border
+    if not full.any():
+        return 0.0
+    return float(np.percentile(counts[full] / area[full], 99.9))

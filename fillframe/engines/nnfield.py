@@ -30,6 +30,7 @@ _OPPONENT = np.array(
 )
 # DCT frequencies kept per axis for each opponent channel: 4x4 for luma, 2x2 for each chroma.
 _FREQUENCIES = (4, 2, 2)
+DESCRIPTOR_SIZE = sum(c * c for c in _FREQUENCIES)
 _STEPS = (8, 4, 2, 1)  # propagation distances per round
 _DIRECTIONS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
@@ -60,7 +61,7 @@ def patch_descriptors(rgb: np.ndarray, radius: int) -> np.ndarray:
     taps = 2 * radius + 1
     basis = _dct_basis(taps, max(_FREQUENCIES))
     one = np.ones(1, np.float32)
-    out = np.empty((*rgb.shape[:2], sum(c * c for c in _FREQUENCIES)), np.float32)
+    out = np.empty((*rgb.shape[:2], DESCRIPTOR_SIZE), np.float32)
     k = 0
     for channel, count in enumerate(_FREQUENCIES):
         plane = np.ascontiguousarray(planes[:, :, channel])

@@ -64,6 +64,9 @@ class PatchParams:
     context_max_fraction: float = 0.25  # of the known area's short side (outpaint source band)
     search_rounds: int = 3  # rounds of the coarse field search (nnfield.nearest_field)
     em_iterations: int = 2  # search + vote rounds at each octave between the layout and full scale
+    # An octave with more patches over the hole than this gets one round: a 2x zoom-out of a
+    # 1024x768 photo (595k there) took 5 of its 13 s in the second (bench/quality.py --extras).
+    em_round_patches: int = 200_000
     # At full scale the carried matches are voted and only the patches within `seam_band` of
     # the known pixels searched again: searching all of them (measured with bench/quality.py
     # --quick) cost 40% more time and did not improve coherence (1.08 vs 1.03x PyPatchMatch's),
@@ -72,6 +75,9 @@ class PatchParams:
     vote_radius: int = 2  # patches within this many pixels of a hole pixel vote for it (full scale)
     coarse_vote_radius: int = 3  # the same on the coarser octaves
     vote_sharpness: float = 1.0  # vote weight exp(-sharpness d / median d)
+    # The final vote's error on the known pixels at the hole's border, spread this deep into
+    # the fill, so that it meets them without a step (emvote.vote).
+    seam_fade: float = 8.0
 
 
 DEFAULT_PARAMS = PatchParams()
@@ -331,6 +337,8 @@ def fill_region(
         coarse_shape = est.shape[:2]
         targets = carried_up(targets, coarse_shape, Level(start, known, ok), pr, rng)
         iterations = params.em_iterations if level > 0 else 1
+        if targets.ty.size > params.em_round_patches:
+            iterations = 1
         band = None if level > 0 else params.seam_band
         est, targets = refine(
             Level(start, known, ok),
@@ -341,6 +349,7 @@ def fill_region(
             params.vote_radius if level == 0 else params.coarse_vote_radius,
             params.vote_sharpness,
             band=band,
+            seam=0.0 if level > 0 else params.seam_fade,
         )
         _report(on_step, _MATCHED + (1.0 - _MATCHED) * (levels - level) / levels)
     return est

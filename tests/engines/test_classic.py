@@ -265,6 +265,21 @@ def test_outpaint_continues_texture_without_a_seam(
     assert gradient(out)[new].mean() > 2 * gradient(telea)[new].mean()
 
 
+@pytest.mark.parametrize("preset", ["Make square", "Right outpaint"])
+def test_outpaint_seam_at_full_size(engine: ClassicEngine, preset: str) -> None:
+    # At 1024x768 the full-scale vote weighed the seam band's fresh matches against carried
+    # ones measured an octave coarser, so the band barely counted: the seam was 2.7x (Make
+    # square) and 2.9x (Right outpaint) the step inside, where 512x384 stayed under 1.5x.
+    # Cubic, not `photo`'s area resize: enlarged that way, rows come in equal pairs, and the
+    # step inside the border is then 0 every other row.
+    source = np.ascontiguousarray(cv2.resize(data.coffee(), (1024, 768), interpolation=cv2.INTER_CUBIC))
+    canvas, mask, plan = outpaint_canvas(source, preset, max_pixels=4_000_000)
+    out = run(engine, canvas, mask)
+    assert np.array_equal(out[mask == 0], canvas[mask == 0])
+    ratio = seam_ratio(out, plan.y, plan.x, plan.image_height, plan.image_width)
+    assert ratio <= 1.5, f"seam ratio {ratio:.2f}"
+
+
 def synthetic_texture(size: int, seed: int) -> np.ndarray:
     """Blurred colour noise: a stationary texture with no edges of its own, sizexsizex3 uint8."""
     noise = np.random.default_rng(seed).normal(0, 1, (size, size, 3)).astype(np.float32)
