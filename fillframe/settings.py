@@ -12,6 +12,7 @@ declared once, in a mixin below, and every part that needs it reads the same var
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
@@ -416,6 +417,18 @@ class Settings(BaseModel):
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**_split(values))
+
+
+def flat_view(settings: Settings) -> SimpleNamespace:
+    """Every setting by its flat field name (`view.lease_seconds`), as the single settings object
+    of earlier versions offered them: what a custom engine that names no part is built with."""
+    return SimpleNamespace(
+        **{
+            name: getattr(part, name)
+            for part in (getattr(settings, a) for a in PARTS)
+            for name in type(part).model_fields
+        }
+    )
 
 
 def variables() -> set[str]:

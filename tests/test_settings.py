@@ -16,7 +16,7 @@ from pydantic import SecretStr, ValidationError
 
 from fillframe.db import Database
 from fillframe.link_secret import link_secret
-from fillframe.settings import PARTS, LinkSettings, Settings, variables
+from fillframe.settings import PARTS, FluxSettings, LinkSettings, Settings, variables
 from tests.utils.backends import create_pg_database, drop_pg_database
 from tests.utils.images import box_mask, photo
 from tests.utils.jobs import data_uri, edit_body, submit_and_wait
@@ -297,3 +297,17 @@ def test_two_servers_on_one_postgresql_sign_links_alike(tmp_path: Path) -> None:
         for server in servers:
             server.stop()
         drop_backend(env_a)
+
+
+def test_each_engine_is_built_with_the_part_its_class_names(tmp_path: Path) -> None:
+    """A custom engine that names no part reads every setting by its flat name, as before the
+    split (`self.settings.lease_seconds`); the built-in engines get their part or nothing."""
+    from fillframe.engines.base import create_engine
+
+    def built(engine: str) -> Any:
+        return create_engine(Settings(data_dir=tmp_path, engine=engine, lease_seconds=7)).settings
+
+    custom = built("tests.utils.engines:NoopEngine")
+    assert (custom.lease_seconds, custom.job_timeout_seconds, custom.data_dir) == (7.0, 900.0, tmp_path)
+    assert built("classic") is None and built("telea") is None
+    assert isinstance(built("flux"), FluxSettings)

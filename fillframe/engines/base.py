@@ -61,8 +61,10 @@ class Engine:
 
     name: ClassVar[str] = "base"
     uses_prompt: ClassVar[bool] = False
-    # The part of `Settings` the engine is built with (`"flux"`: `settings.flux`); None: nothing.
-    settings_part: ClassVar[str | None] = None
+    # What the engine is built with: a part of `Settings` (`"flux"`: `settings.flux`), "none", or
+    # "all" (the default): every setting by its flat name (`settings.job_timeout_seconds`), the one
+    # object earlier versions passed, so a custom engine that read it keeps working unchanged.
+    settings_part: ClassVar[str] = "all"
 
     def __init__(self, settings: Any = None) -> None:
         self.settings = settings
@@ -128,6 +130,11 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def create_engine(settings: Settings) -> Engine:
-    """The configured engine, given only its own part of the settings."""
+    """The configured engine, given only the part of the settings its class names."""
+    from fillframe.settings import flat_view
+
     cls = engine_class(settings.worker.engine)
-    return cls(getattr(settings, cls.settings_part) if cls.settings_part else None)
+    part = cls.settings_part
+    if part == "none":
+        return cls(None)
+    return cls(flat_view(settings) if part == "all" else getattr(settings, part))

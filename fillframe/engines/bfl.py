@@ -241,7 +241,7 @@ class BflEngine(Engine):
 
     name: ClassVar[str] = "bfl"
     uses_prompt: ClassVar[bool] = True
-    settings_part: ClassVar[str | None] = "bfl"
+    settings_part: ClassVar[str] = "bfl"
 
     def __init__(self, settings: BflSettings, clock: Clock | None = None) -> None:
         super().__init__(settings)

@@ -22,6 +22,7 @@ class ClassicEngine(Engine):
     """
 
     name: ClassVar[str] = "classic"
+    settings_part: ClassVar[str] = "none"
     uses_prompt: ClassVar[bool] = False
     params: PatchParams = DEFAULT_PARAMS
 

@@ -335,7 +335,7 @@ class FluxEngine(Engine):
 
     name: ClassVar[str] = "flux"
     uses_prompt: ClassVar[bool] = True
-    settings_part: ClassVar[str | None] = "flux"
+    settings_part: ClassVar[str] = "flux"
 
     def __init__(self, settings: FluxSettings) -> None:
         super().__init__(settings)

@@ -35,6 +35,7 @@ def telea_fill(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 class TeleaEngine(Engine):
     name = "telea"
+    settings_part = "none"
 
     def fill(self, job: FillJob, progress: ProgressFn, cancelled: CancelledFn) -> FillOutput:
         out = telea_fill(job.rgb, job.mask)
