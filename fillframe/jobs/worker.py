@@ -290,11 +290,6 @@ class InThread:
 SLOW_PREPARE_SECONDS = 1.0
 
 
-def _held_ahead(state: RunState, now: float) -> bool:
-    """Held beside the engines: prepared, being stored, or fetching (but not slowly)."""
-    return _in_line(state, now) or state.phase == "storing"
-
-
 def _in_line(state: RunState, now: float) -> bool:
     """Waiting for an engine, or soon to: prepared, or fetching (but not slowly)."""
     return state.phase == "waiting" or (
@@ -343,6 +338,7 @@ class Worker:
         self._changed = asyncio.Event()  # set (and replaced) when a job changes phase or frees a slot
         self._ended = asyncio.Event()  # set (and replaced) when one of this worker's jobs ends
         self._claims = itertools.count()
+        self._claiming = 0  # finish statements in flight that claim the next job
         self._stop = asyncio.Event()  # the `stop` of `run` / `_loop`
         self._carried: set[asyncio.Task[None]] = set()
         self._size_pipeline(1)
@@ -445,12 +441,21 @@ class Worker:
         not counted) or being stored, and fewer than `capacity` held in all. (A job is PROCESSING
         from its claim to its finish and counts against its account's concurrency limit, so a
         worker holds few beyond the ones its engines fill.) A job ending may claim the next one
-        in its finish statement: it asks, `excluding` itself."""
+        in its finish statement: it asks, `excluding` itself.
+
+        Jobs in line that the free engine slots take at once (`max_batch` each) are as good as
+        filling, and the jobs that finish statements in flight are claiming count as in line.
+        A finish does not count the other jobs being stored: each of those is replaced by its
+        own finish. (With fast engines several jobs are stored at once, and each finish counted
+        the others: about half the jobs were claimed by a claim statement of their own.)"""
         if len(self.running) >= self.capacity:
             return False
         now = time.monotonic()
-        ahead = sum(1 for s in self.running.values() if s is not excluding and _held_ahead(s, now))
-        return ahead < self.ahead
+        others = [s for s in self.running.values() if s is not excluding]
+        in_line = sum(1 for s in others if _in_line(s, now))
+        starting = min(in_line, len(self._free) * self.max_batch)
+        storing = 0 if excluding is not None else sum(1 for s in others if s.phase == "storing")
+        return in_line - starting + self._claiming + storing < self.ahead
 
     async def _wait_for_room(self, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
@@ -619,16 +624,21 @@ class Worker:
             log.warning("job %s queued again after its engine crashed: %s", job_id, outcome.error)
             self.notifier.notify()
             return None
-        finished = await service.finish(
-            self.db,
-            job_id,
-            outcome,
-            worker_id=self.id,
-            retention=self.retention,
-            linker=self.linker,
-            has_webhook=row["webhook_url"] is not None,
-            claim_lease=self.settings.worker.lease_seconds if claim_next and self.has_room(state) else None,
-        )
+        claim = claim_next and self.has_room(state)
+        self._claiming += claim
+        try:
+            finished = await service.finish(
+                self.db,
+                job_id,
+                outcome,
+                worker_id=self.id,
+                retention=self.retention,
+                linker=self.linker,
+                has_webhook=row["webhook_url"] is not None,
+                claim_lease=self.settings.worker.lease_seconds if claim else None,
+            )
+        finally:
+            self._claiming -= claim  # the job it claimed is held (`_carry`) before anything else runs
         if not finished.ended:
             await self._discard(outcome)
             return finished.next_job

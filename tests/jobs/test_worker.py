@@ -269,6 +269,36 @@ def test_a_worker_holds_no_more_jobs_than_its_pipeline_has_room_for(
     assert 1 <= held <= 2  # the job filling and the one prepared beside it (one engine slot)
 
 
+def test_a_finish_claims_the_next_job_unless_the_line_is_full(settings: Settings) -> None:
+    """With a fast engine several jobs are stored at once. Each one's finish statement claims the
+    job that replaces it: it counts neither the other jobs being stored (their own finishes
+    replace them) nor a job still being prepared that the free engine slot will take at once;
+    it does count a job prepared with the slot taken, and a claim another finish has in flight.
+    The claim loop counts the jobs being stored: their finishes claim instead of it."""
+
+    async def room() -> list[bool]:
+        db = Database(settings.database.url)
+        worker = Worker(settings, db, BlobStore(settings.storage), SleepEngine(settings))
+        try:
+            await worker.start()
+            ending = worker._hold("ending", "acct")
+            ending.enter("storing")
+            worker._hold("stored-too", "acct").enter("storing")
+            worker._hold("next", "acct")  # claimed, being prepared
+            seen = [worker.has_room(), worker.has_room(excluding=ending)]
+            worker._claiming += 1  # another finish claims meanwhile
+            seen.append(worker.has_room(excluding=ending))
+            worker._claiming -= 1
+            worker._free.clear()  # the slot is taken: "next" is the job held ahead
+            seen.append(worker.has_room(excluding=ending))
+            return seen
+        finally:
+            await worker.close()
+            await db.close()
+
+    assert asyncio.run(room()) == [False, True, False, False]
+
+
 def test_jobs_prepared_ahead_count_against_the_accounts_concurrency_limit(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
