@@ -46,6 +46,12 @@ async def submit_all(urls: list[str], key: str, hook: str) -> list[str]:
             await c.aclose()
 
 
+def holding_a_job(env: dict[str, str], workers: list[WorkerProcess]) -> WorkerProcess | None:
+    """A worker (not its engine host) that has a job PROCESSING, if any does."""
+    owners = [owner for (owner,) in query(env, "SELECT worker_id FROM jobs WHERE status = 'PROCESSING'")]
+    return next((w for w in workers if any(f":{w.proc.pid}:" in (o or "") for o in owners)), None)
+
+
 def wait_for_progress(env: dict[str, str], done_at_least: int, timeout: float = 120) -> None:
 
     def done() -> bool:
@@ -79,7 +85,10 @@ def test_two_apis_three_workers_one_killed_twice(tmp_path: Path, s3: S3) -> None
         orphaned: Counter[str] = Counter()  # jobs a killed worker held: each must run once more
         for kill in range(2):
             wait_for_progress(env, 40 * (kill + 1))
-            victim = workers[0]
+            # The victim is a worker that holds a job now: under the account's concurrency limit a
+            # worker can go a while without one, and a kill of an idle worker proves nothing.
+            victim = until(lambda: holding_a_job(env, workers), "holding a job, some worker", 30)
+            slot = workers.index(victim)
             victim.proc.send_signal(signal.SIGKILL)
             victim.proc.wait()
             held = query(
@@ -88,7 +97,7 @@ def test_two_apis_three_workers_one_killed_twice(tmp_path: Path, s3: S3) -> None
                 mine=f"%:{victim.proc.pid}:%",
             )
             orphaned.update(job_id for (job_id,) in held)
-            workers[0] = WorkerProcess(env, tmp_path / f"worker0-restart{kill}.log")
+            workers[slot] = WorkerProcess(env, tmp_path / f"worker{slot}-restart{kill}.log")
         wait_for_progress(env, JOBS, timeout=180)
 
         statuses = Counter(s for (s,) in query(env, "SELECT status FROM jobs"))

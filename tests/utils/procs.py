@@ -28,9 +28,18 @@ def engine_hosts(pid: int) -> list[int]:
 
 
 def gone(pid: int) -> bool:
-    """Whether `pid` has stopped running: exited and reaped, or a zombie waiting to be."""
+    """Whether `pid` has stopped running: exited and reaped, or a zombie waiting to be. A killed
+    process's main thread turns zombie before its other threads have exited, and until they have
+    its parent cannot reap it, so every thread of it must be a zombie (or gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        threads = list(Path(f"/proc/{pid}/task").iterdir())
     except FileNotFoundError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    for thread in threads:
+        try:
+            stat = (thread / "stat").read_text()
+        except FileNotFoundError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+            return False
+    return True
