@@ -78,6 +78,10 @@ class PatchParams:
     # The final vote's error on the known pixels at the hole's border, spread this deep into
     # the fill, so that it meets them without a step (emvote.vote).
     seam_fade: float = 8.0
+    # Pixels of source band left at the scale the layout is solved at. At 8 px (1/8 of an
+    # outpaint's 85 px band at 512²) PyPatchMatch had too little to copy: the brick wall's
+    # joints came out as noise and the fill went flat grey (bench/quality.py --only brick).
+    min_band: int = 12
 
 
 DEFAULT_PARAMS = PatchParams()
@@ -377,7 +381,7 @@ def _levels_for(hole: np.ndarray, context: int, params: PatchParams) -> int:
 
     Enough to bring the hole down to `work_hole_pixels`, but never so many that the hole gets
     thinner than `min_work_radius` there (a brush stroke shrunk to a line loses its layout), nor
-    the source band narrower than a patch (an outpainted border would copy blobs).
+    the source band narrower than `min_band` (an outpainted border would copy noise).
     """
     pixels = int(np.count_nonzero(hole))
     levels = max(0, math.ceil(0.5 * math.log2(max(pixels, 1) / params.work_hole_pixels)))
@@ -386,8 +390,7 @@ def _levels_for(hole: np.ndarray, context: int, params: PatchParams) -> int:
     dist = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
     radius = 2.0 * float(dist[hole].mean())
     levels = min(levels, max(0, math.floor(math.log2(max(radius, 1.0) / params.min_work_radius))))
-    band = 2 * params.patch_radius + 1
-    levels = min(levels, max(0, math.floor(math.log2(max(context, 1) / band))))
+    levels = min(levels, max(0, math.floor(math.log2(max(context, 1) / params.min_band))))
     # Keep the solved crop big enough to hold a few patches.
     while levels > 0 and min(hole.shape) >> levels < 8 * params.patch_radius:
         levels -= 1
