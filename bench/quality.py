@@ -5,6 +5,7 @@ and OpenCV Telea, all measured in the same run.
     .venv/bin/python bench/quality.py --quick    # 3 photos at 512² (about a minute)
     .venv/bin/python bench/quality.py --extras   # outpaint seams, cost in a 4096² photo
     .venv/bin/python bench/quality.py --only brick gravel > b.log; ... --from-log a.log b.log
+    .venv/bin/python bench/quality.py --truth-windows  # how far a real photo's own blockiness strays
 
 Cases: box 10% and 25%, brush 15% (fixed seeds), outpaint right by 50% (the right third of the
 photo is new canvas) and zoom out 1.5x (only the central 1/1.5 of the photo is kept); the truth
@@ -375,6 +376,23 @@ def run_scaling() -> None:
     print(f"  ratio 4096/1024: {times[4096] / times[1024]:.2f} (target <= 2)")
 
 
+def run_truth_windows(photos: tuple[str, ...], size: int) -> None:
+    """The true photo's blockiness over its hole's mask shifted across the frame, over the
+    hole's own: what a fill that copied the photo faithfully from elsewhere would score."""
+    print(f"\ntruth's own blockiness, hole moved across the frame ({size}², over the hole's truth):")
+    print(f"  {'photo':<22}{'case':<12}{'min':>6}{'median':>8}{'max':>6}")
+    for photo_index, name in enumerate(photos):
+        truth = photo(name, size)
+        for case_index, case in enumerate(CASES):
+            if case in ("zoomout15", "brush15"):  # a frame or strokes: no shifted copy of the same shape
+                continue
+            hole = make_mask(case, size, seed=100 * photo_index + case_index) > 0
+            ref = fq.blockiness(truth, hole)
+            shifts = range(0, size, size // 16)
+            got = [fq.blockiness(truth, np.roll(hole, shift, axis=1)) / ref for shift in shifts]
+            print(f"  {name:<22}{case:<12}{min(got):>6.2f}{statistics.median(got):>8.2f}{max(got):>6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 photos at 512² only")
@@ -387,6 +405,9 @@ def main() -> None:
     parser.add_argument(
         "--from-log", nargs="*", help="summarise the `case` lines of earlier runs' output instead of running"
     )
+    parser.add_argument(
+        "--truth-windows", action="store_true", help="only the truth's own blockiness, hole moved across"
+    )
     parser.add_argument("--no-sheets", action="store_true", help="leave bench/out/ as it is")
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -395,11 +416,15 @@ def main() -> None:
         cells = cells_from_log([Path(p) for p in args.from_log])
         report(cells, sorted({s for (_, s, _, _) in cells.values}))
         return
+    photos = tuple(args.only) if args.only else (QUICK_PHOTOS if args.quick else PHOTOS)[: args.photos]
+    if args.truth_windows:
+        for size in args.sizes or [512]:
+            run_truth_windows(photos, size)
+        return
     if args.extras:
         run_outpaint()
         run_scaling()
         return
-    photos = tuple(args.only) if args.only else (QUICK_PHOTOS if args.quick else PHOTOS)[: args.photos]
     sizes = args.sizes or ([512] if args.quick else [512, 1024])
     cells = run_cases(photos, sizes, not args.no_sheets)
     report(cells, sizes)
