@@ -285,9 +285,9 @@ class InThread:
 
 
 # A job fetching its inputs for longer than this stops counting against the jobs prepared ahead
-# and loses its place in line, so a slow image host holds up only its own job (up to
-# `max_concurrent_fetches` such jobs).
-SLOW_PREPARE_SECONDS = 1.0
+# and loses its place in its account's line, so a slow image host holds up only its own job (up
+# to `max_concurrent_fetches` such jobs).
+SLOW_PREPARE_SECONDS = 0.5
 
 
 def _in_line(state: RunState, now: float) -> bool:
@@ -782,13 +782,16 @@ class Worker:
         return (filling, self._served.get(state.account, -1.0), state.seq)
 
     def _first_in_line(self, state: RunState) -> bool:
-        """Whether no other job ready or soon ready (`_in_line`) comes before this one in line
-        order: a job still fetching after SLOW_PREPARE_SECONDS loses its place (a slow image host
-        delays only it)."""
+        """Whether no other job comes before this one in line order that is ready, or is its own
+        account's and soon ready (`_in_line`: an account's jobs start in claim order unless one
+        is slow to fetch). Another account's job still being prepared holds no ready job back:
+        a free engine does not idle on one tenant's image host while another tenant's job waits."""
         now = time.monotonic()
         mine = self._line_key(state)
         return not any(
-            other is not state and _in_line(other, now) and self._line_key(other) < mine
+            other is not state
+            and (other.phase == "waiting" or (other.account == state.account and _in_line(other, now)))
+            and self._line_key(other) < mine
             for other in self.running.values()
         )
 
