@@ -285,9 +285,9 @@ class InThread:
 
 
 # A job fetching its inputs for longer than this stops counting against the jobs prepared ahead
-# and loses its place in line, so a slow image host holds up only its own job (up to
-# `max_concurrent_fetches` such jobs).
-SLOW_PREPARE_SECONDS = 1.0
+# and loses its place in its account's line, so a slow image host holds up only its own job (up
+# to `max_concurrent_fetches` such jobs).
+SLOW_PREPARE_SECONDS = 0.5
 
 
 def _in_line(state: RunState, now: float) -> bool:
@@ -457,22 +457,22 @@ class Worker:
         storing = 0 if excluding is not None else sum(1 for s in others if s.phase == "storing")
         return in_line - starting + self._claiming + storing < self.ahead
 
-    async def _wait_for_room(self, stop: asyncio.Event) -> None:
-        stopper = asyncio.ensure_future(stop.wait())
-        changed = asyncio.ensure_future(self._changed.wait())
-        # Re-checked on a timer too: a fetch turns slow without any event.
-        await asyncio.wait([stopper, changed], timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        changed.cancel()
+    async def _wait_for_room(self) -> None:
+        """Until the next change (`_poke`; `stop` pokes too), or 0.1 s: a fetch turns slow
+        without any event. (A timeout on the current task, not tasks to wait on: this runs a
+        few times a job.)"""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await self._changed.wait()
 
-    async def _loop(self, stop: asyncio.Event) -> None:
-        """Claim while there is room, each claimed job carried by its own task; at `stop`, hand
-        back the jobs no engine has started and wait for the rest."""
-        await self.start()
-        self._stop = stop
+    async def _poke_at(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._poke(ended=True)
+
+    async def _claim_while_room(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if not self.has_room():
-                await self._wait_for_room(stop)
+                await self._wait_for_room()
                 continue
             try:
                 row = await queue.claim(self.db, self.id, self.settings.worker.lease_seconds)
@@ -484,6 +484,17 @@ class Worker:
                 await self._idle(stop)
                 continue
             self._carry(row, stop)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        """Claim while there is room, each claimed job carried by its own task; at `stop`, hand
+        back the jobs no engine has started and wait for the rest."""
+        await self.start()
+        self._stop = stop
+        stop_poker = asyncio.create_task(self._poke_at(stop))
+        try:
+            await self._claim_while_room(stop)
+        finally:
+            stop_poker.cancel()
         for state in self.running.values():
             if state.phase in ("preparing", "waiting"):
                 state.halt("shutdown")
@@ -556,7 +567,8 @@ class Worker:
         last_progress = state.progress
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), _WATCH_SECONDS)
+                async with asyncio.timeout(_WATCH_SECONDS):  # times out this wait only
+                    await done.wait()
             if done.is_set():
                 return
             if progress_hook is not None:
@@ -782,13 +794,16 @@ class Worker:
         return (filling, self._served.get(state.account, -1.0), state.seq)
 
     def _first_in_line(self, state: RunState) -> bool:
-        """Whether no other job ready or soon ready (`_in_line`) comes before this one in line
-        order: a job still fetching after SLOW_PREPARE_SECONDS loses its place (a slow image host
-        delays only it)."""
+        """Whether no other job comes before this one in line order that is ready, or is its own
+        account's and soon ready (`_in_line`: an account's jobs start in claim order unless one
+        is slow to fetch). Another account's job still being prepared holds no ready job back:
+        a free engine does not idle on one tenant's image host while another tenant's job waits."""
         now = time.monotonic()
         mine = self._line_key(state)
         return not any(
-            other is not state and _in_line(other, now) and self._line_key(other) < mine
+            other is not state
+            and (other.phase == "waiting" or (other.account == state.account and _in_line(other, now)))
+            and self._line_key(other) < mine
             for other in self.running.values()
         )
 

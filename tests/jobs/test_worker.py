@@ -6,10 +6,12 @@ only its own job."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.server
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -191,31 +193,43 @@ class _SlowHost(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_a_slow_image_host_delays_only_its_own_job(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = tmp_path / "images"
+async def _rows_once_ended(db: Database, ids: list[str]) -> list[dict]:
+    """The jobs' rows once every one has ended, else an empty list."""
+    async with db.read() as conn:
+        rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).mappings().all()
+    return [dict(r) for r in rows] if all(r["status"] in ("COMPLETED", "FAILED") for r in rows) else []
+
+
+@contextlib.contextmanager
+def _image_host(root: Path, delay: float) -> Iterator[tuple[str, dict[str, tuple[datetime, datetime]]]]:
+    """A `_SlowHost` on loopback serving an image and mask per job name in JOBS (a folder each, so
+    its log tells the jobs apart); yields its base URL and that log."""
     image = encode(np.full((32, 32, 3), 90, np.uint8))
     mask = encode(np.pad(np.full((16, 16), 255, np.uint8), 8))
-    for name in JOBS:  # a folder per job, so the host's log tells the jobs apart
+    for name in JOBS:
         (root / name).mkdir(parents=True)
         (root / name / "image.png").write_bytes(image)
         (root / name / "mask.png").write_bytes(mask)
-    handler = type("Host", (_SlowHost,), {"delay": 3.0, "seen": {}})
+    handler = type("Host", (_SlowHost,), {"delay": delay, "seen": {}})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler.seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_slow_image_host_delays_only_its_own_job(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FILLFRAME_TEST_SLEEP", "0.4")  # the engine's run; its child inherits this
     settings = Settings(
         data_dir=tmp_path / "data", database_url=database_url, engine="tests.utils.engines:SleepEngine",
         allow_private_urls=True, poll_seconds=0.05, webhook_concurrency=0,
     )  # fmt: skip
-    try:
+    with _image_host(tmp_path / "images", delay=3.0) as (base, seen):
         rows = asyncio.run(_slow_and_fast(settings, base))
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-    seen = handler.seen
     _, fast1, fast2 = rows
     assert all(r["status"] == "COMPLETED" for r in rows), [r["error"] for r in rows]
     slow_answered = seen["/slow/image.png"][1]
@@ -236,22 +250,64 @@ async def _slow_and_fast(settings: Settings, base: str) -> list[dict]:
             req = EditRequest.model_validate(body)
             ids.append((await service.submit(db, caller, req, cost=0, max_attempts=1)).job_id)
 
-        async def all_ended() -> list:
-            async with db.read() as conn:
-                rows = (await conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))).mappings().all()
-            return list(rows) if all(r["status"] in ("COMPLETED", "FAILED") for r in rows) else []
-
         worker = Worker(settings, db, BlobStore(settings.storage))
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run(stop))
         try:
-            rows = await until_async(all_ended, "every job ended", 30, every=0.05)
+            rows = await until_async(lambda: _rows_once_ended(db, ids), "every job ended", 30, every=0.05)
         finally:
             stop.set()
             await running
         by_id = {r["id"]: dict(r) for r in rows}
         return [by_id[i] for i in ids]
     finally:
+        await db.close()
+
+
+def test_a_ready_job_takes_the_free_engine_while_another_tenants_job_is_still_fetching(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenant A's job, claimed first, waits on a slow image host and still counts as soon ready
+    (SLOW_PREPARE_SECONDS raised past the host's delay); tenant B's job, claimed next beside it,
+    is ready at once. The free engine takes B's job then: it does not idle until A's inputs come
+    (B's job used to complete only after A's). Within one account claim order holds
+    (`test_a_batched_call_gives_each_job_its_unbatched_image`)."""
+    monkeypatch.setenv("FILLFRAME_TEST_SLEEP", "0.2")
+    monkeypatch.setattr("fillframe.jobs.worker.SLOW_PREPARE_SECONDS", 60.0)
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=database_url, allow_private_urls=True,
+        poll_seconds=0.05, webhook_concurrency=0,
+    )  # fmt: skip
+    with _image_host(tmp_path / "images", delay=3.0) as (base, seen):
+        slow, fast = asyncio.run(_two_tenants(settings, base))
+    assert slow["status"] == fast["status"] == "COMPLETED", [slow["error"], fast["error"]]
+    assert fast["completed_at"] < seen["/slow/image.png"][1] < slow["completed_at"]
+
+
+async def _two_tenants(settings: Settings, base: str) -> tuple[dict, dict]:
+    """A's job from /slow/, claimed; then B's from /fast1/; both rows once both have ended."""
+    db = Database(settings.database.url)
+    worker = Worker(settings, db, BlobStore(settings.storage), SleepEngine(settings))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        ids = []
+        for tenant, name in (("a", "slow"), ("b", "fast1")):
+            caller = await authenticate(db, (await create_key(db, tenant))[0])
+            body = edit_body(f"{base}/{name}/image.png", f"{base}/{name}/mask.png", output_format="png")
+            req = EditRequest.model_validate(body)
+            ids.append((await service.submit(db, caller, req, cost=0, max_attempts=1)).job_id)
+
+            async def claimed() -> bool:
+                return ids[-1] in worker.running
+
+            await until_async(claimed, "the job claimed", 30, every=0.01)
+        rows = await until_async(lambda: _rows_once_ended(db, ids), "both jobs ended", 30, every=0.05)
+        by_id = {r["id"]: r for r in rows}
+        return by_id[ids[0]], by_id[ids[1]]
+    finally:
+        stop.set()
+        await running
         await db.close()
 
 
