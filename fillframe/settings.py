@@ -93,7 +93,8 @@ class _Crops(Part):
 class DatabaseSettings(_DataDir):
     summary: ClassVar[str] = "the jobs database"
 
-    database_url: str | None = Field(
+    # A secret: a server's URL usually holds its password.
+    database_url: SecretStr | None = Field(
         default=None, description="postgresql://... for many processes; default: SQLite file in DATA_DIR."
     )
 
@@ -103,12 +104,14 @@ class DatabaseSettings(_DataDir):
 
     @property
     def url(self) -> str:
-        return self.database_url or f"sqlite:///{self.sqlite_path}"
+        if self.database_url is None:
+            return f"sqlite:///{self.sqlite_path}"
+        return self.database_url.get_secret_value()
 
     @property
     def is_shared(self) -> bool:
         """A server database that processes on other machines may share (not a file in DATA_DIR)."""
-        return self.database_url is not None and not self.database_url.startswith("sqlite")
+        return self.database_url is not None and not self.url.startswith("sqlite")
 
 
 class LinkSettings(_DataDir):

@@ -190,6 +190,12 @@ def test_secrets_are_secret_str_and_never_in_repr() -> None:
     assert settings.api.admin_token == SecretStr(SECRETS["admin_token"])
     assert settings.bfl.bfl_api_key == SecretStr(SECRETS["bfl_api_key"])
     assert settings.storage.s3_secret_access_key == SecretStr(SECRETS["s3_secret_access_key"])
+    # The database URL holds the server's password; the code still gets the whole URL.
+    url = "postgresql://fillframe:db-pass-7c41e0@127.0.0.1:5432/fillframe"
+    with_db = Settings(database_url=url)
+    for shown in (repr(with_db), str(with_db), with_db.model_dump_json()):
+        assert "db-pass-7c41e0" not in shown
+    assert with_db.database.url == url and with_db.database.is_shared
 
 
 def test_a_refused_secret_is_not_printed_by_the_cli(tmp_path: Path) -> None:
