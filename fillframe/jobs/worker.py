@@ -414,15 +414,14 @@ class Worker:
         for state in self.running.values():
             state.halt("shutdown")
 
-    async def _idle(self, stop: asyncio.Event) -> None:
+    async def _idle(self) -> None:
         """After a claim found nothing: wait for news of a queued job, or for one of this worker's
-        own jobs to end (that may bring its account back under its concurrency limit)."""
+        own jobs to end (that may bring its account back under its concurrency limit), or for
+        the stop (`_poke_at` pokes as if a job had ended)."""
         waits = [
             asyncio.ensure_future(self.notifier.wait(self.settings.worker.poll_seconds)),
-            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._ended.wait()),
         ]
-        if self.running:
-            waits.append(asyncio.ensure_future(self._ended.wait()))
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waits:
             waiter.cancel()
@@ -481,7 +480,7 @@ class Worker:
                 await asyncio.sleep(1.0)
                 continue
             if row is None:
-                await self._idle(stop)
+                await self._idle()
                 continue
             self._carry(row, stop)
 

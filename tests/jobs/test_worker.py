@@ -258,7 +258,7 @@ async def _slow_and_fast(settings: Settings, base: str) -> list[dict]:
         finally:
             stop.set()
             await running
-        by_id = {r["id"]: dict(r) for r in rows}
+        by_id = {r["id"]: r for r in rows}
         return [by_id[i] for i in ids]
     finally:
         await db.close()
